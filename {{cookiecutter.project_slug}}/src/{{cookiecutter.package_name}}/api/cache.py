@@ -1,0 +1,118 @@
+"""Prediction cache: a bounded in-process LRU, optionally backed by Redis.
+
+Values are the encoded JSON of one prediction, so a hit costs a dict lookup
+and no encoding. With CACHE_URL=redis://... replicas share their hits; if
+Redis goes away the service keeps answering from the local cache and the
+model, logs one warning, and tries Redis again after a pause.
+"""
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+
+from ..monitoring import metrics
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5.0
+
+
+class LocalCache:
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def get(self, key: Hashable) -> bytes | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        if self.size == 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class PredictionCache:
+    """get_many / put_many over the local LRU and, when configured, Redis."""
+
+    def __init__(
+        self,
+        size: int,
+        namespace: str,
+        url: str | None = None,
+        ttl_s: int = 3600,
+    ):
+        self.local = LocalCache(size)
+        self.namespace = namespace
+        self.ttl_s = ttl_s
+        self.redis = None
+        self._redis_down_until = 0.0
+        if url:
+            import redis.asyncio as redis
+
+            self.redis = redis.from_url(
+                url, socket_timeout=0.25, socket_connect_timeout=0.25
+            )
+
+    def _redis_key(self, key: Sequence[float]) -> str:
+        return f"{self.namespace}:{','.join(map(repr, key))}"
+
+    def _redis_usable(self) -> bool:
+        return self.redis is not None and time.monotonic() >= (
+            self._redis_down_until
+        )
+
+    def _redis_failed(self, error: Exception) -> None:
+        log.warning(
+            "Redis cache unavailable (%s); using the local cache for %.0f s.",
+            error,
+            RETRY_AFTER_S,
+        )
+        metrics.CACHE_ERRORS.inc()
+        self._redis_down_until = time.monotonic() + RETRY_AFTER_S
+
+    async def get_many(self, keys: Sequence[tuple]) -> list[bytes | None]:
+        found = [self.local.get(key) for key in keys]
+        missing = [i for i, value in enumerate(found) if value is None]
+        metrics.CACHE_HITS.labels("local").inc(len(keys) - len(missing))
+        if missing and self._redis_usable():
+            try:
+                shared = await self.redis.mget(
+                    [self._redis_key(keys[i]) for i in missing]
+                )
+            except Exception as error:  # any Redis failure: degrade
+                self._redis_failed(error)
+            else:
+                for i, value in zip(missing, shared):
+                    if value is not None:
+                        found[i] = value
+                        self.local.put(keys[i], value)
+                hits = sum(value is not None for value in shared)
+                metrics.CACHE_HITS.labels("redis").inc(hits)
+        metrics.CACHE_MISSES.inc(sum(value is None for value in found))
+        return found
+
+    async def put_many(self, entries: dict[tuple, bytes]) -> None:
+        for key, value in entries.items():
+            self.local.put(key, value)
+        if entries and self._redis_usable():
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key, value in entries.items():
+                        pipe.set(self._redis_key(key), value, ex=self.ttl_s)
+                    await pipe.execute()
+            except Exception as error:
+                self._redis_failed(error)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()

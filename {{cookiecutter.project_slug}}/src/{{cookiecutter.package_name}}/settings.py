@@ -1,0 +1,75 @@
+"""All runtime settings, read once from the environment (or a .env file)."""
+
+{% if cookiecutter.accelerator != "gpu" -%}
+import os
+{% endif -%}
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_workers() -> int:
+{%- if cookiecutter.accelerator == "gpu" %}
+    """One worker per GPU: each worker holds its own copy of the model."""
+    import torch
+
+    return max(1, torch.cuda.device_count())
+{%- else %}
+    """One worker per core, each with one torch thread."""
+    return os.cpu_count() or 1
+{%- endif %}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", protected_namespaces=()
+    )
+
+    # Where `make train` writes and the service reads its artifacts.
+    artifacts_dir: Path = Path("artifacts")
+    data_path: Path = Path("data/iris.csv")
+    # Serve the int8 model written by `make quantize`.
+    quantize_int8: bool = {{ "True" if cookiecutter.quantize_int8 else "False" }}
+    # "cuda" falls back to the CPU, with one warning, where no GPU is found.
+    device: Literal["auto", "cpu", "cuda"] = "{{ 'cuda' if cookiecutter.accelerator == 'gpu' else 'cpu' }}"
+    # One torch thread per worker: workers x threads must not exceed cores.
+    torch_threads: int = Field(1, ge=1)
+
+    port: int = Field(8000, ge=1, le=65535)
+    host: str = "0.0.0.0"
+    web_concurrency: int = Field(default_factory=default_workers, ge=1)
+    log_level: str = "info"
+
+    # Hot path.
+    micro_batching: bool = True
+    max_micro_batch: int = Field(256, ge=1)
+    max_batch_items: int = Field(1024, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    request_timeout_s: float = Field(10.0, gt=0)
+
+    # Prediction cache: in-process LRU, shared through Redis when set.
+    cache_size: int = Field(10_000, ge=0)
+    cache_url: str | None = None
+    cache_ttl_s: int = Field(3600, ge=1)
+
+    # Drift monitoring.
+    drift_window: int = Field(1000, ge=10)
+    drift_min_samples: int = Field(100, ge=5)
+    drift_p_value: float = Field(0.05, gt=0, lt=1)
+    drift_cache_s: float = Field(10.0, ge=0)
+    # JSON-lines log of inputs and outputs for `make drift-report`.
+    prediction_log: Path | None = None
+    prediction_log_max_bytes: int = Field(10_000_000, ge=1024)
+
+    @property
+    def model_path(self) -> Path:
+        name = "model-int8.pt" if self.quantize_int8 else "model.pt"
+        return self.artifacts_dir / name
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,93 @@
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from {{ cookiecutter.package_name }}.api.main import create_app
+from {{ cookiecutter.package_name }}.quantize import compare
+from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.train import load_dataset, train
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "iris.csv"
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """Train once per test session, into a temporary folder."""
+    out = tmp_path_factory.mktemp("artifacts")
+    train(DATA, out, epochs=300)
+    compare(out, DATA)  # also writes model-int8.pt
+    return out
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    return load_dataset(DATA)
+
+
+def assert_same_predictions(left: list[dict], right: list[dict]) -> None:
+    """Equal labels; probabilities equal up to float rounding (batch sizes
+    pick different matrix kernels, so the last bits may differ)."""
+    assert [p["label"] for p in left] == [p["label"] for p in right]
+    for a, b in zip(left, right):
+        assert a["probabilities"] == pytest.approx(
+            b["probabilities"], rel=1e-5, abs=1e-7
+        )
+
+
+def make_settings(artifacts: Path, **overrides) -> Settings:
+    values = dict(
+        artifacts_dir=artifacts,
+        data_path=DATA,
+        device="cpu",
+        web_concurrency=1,
+        drift_min_samples=20,
+        drift_cache_s=0,
+    )
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture
+def settings(artifacts) -> Settings:
+    return make_settings(artifacts)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (apt install redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1"]
+        + ["--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)

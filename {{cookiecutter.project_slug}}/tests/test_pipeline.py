@@ -1,0 +1,96 @@
+import math
+
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
+from {{ cookiecutter.package_name }}.predict import (
+    ModelLoadError,
+    Predictor,
+    clean,
+    select_device,
+)
+
+from .conftest import assert_same_predictions, make_settings
+
+SETOSA = {
+    "sepal_length": 5.1,
+    "sepal_width": 3.5,
+    "petal_length": 1.4,
+    "petal_width": 0.2,
+}
+
+
+@pytest.fixture(scope="module")
+def predictor(artifacts):
+    return Predictor.load(make_settings(artifacts))
+
+
+def test_pipeline_classifies_a_known_flower(predictor):
+    row = clean(Item(**SETOSA), FEATURES)
+    (answer,) = predictor.predict_rows([row])
+    assert answer["label"] == "setosa"
+    assert math.isclose(sum(answer["probabilities"].values()), 1, rel_tol=1e-5)
+    assert answer["confidence"] == max(answer["probabilities"].values())
+
+
+def test_predictions_on_the_shipped_data_match_the_labels(predictor, dataset):
+    _, classes, x, y = dataset
+    answers = predictor.predict_rows([tuple(map(float, r)) for r in x])
+    correct = sum(a["label"] == classes[t] for a, t in zip(answers, y))
+    assert correct / len(y) >= 0.9
+
+
+def test_batch_keeps_order_and_computes_duplicates_once(predictor, dataset):
+    _, _, x, _ = dataset
+    rows = [tuple(map(float, r)) for r in x[[0, 60, 120, 0, 60]]]
+    batch = predictor.predict_rows(rows)
+    singles = [predictor.predict_rows([row])[0] for row in rows]
+    assert_same_predictions(batch, singles)
+    assert batch[0] is batch[3] and batch[1] is batch[4]
+
+
+def test_empty_batch_gives_empty_answer(predictor):
+    assert predictor.predict_rows([]) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, "5.1", True, [], math.nan, math.inf, -math.inf, 0, -1.0, 31.0],
+    ids=lambda v: repr(v),
+)
+def test_validation_rejects_what_cannot_be_a_measurement(value):
+    with pytest.raises(ValueError):
+        Item(**{**SETOSA, "petal_width": value})
+
+
+def test_cpu_fallback_when_cuda_is_asked_for_but_absent(caplog, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("cuda").type == "cpu"
+    assert "No CUDA device" in caplog.text
+
+
+def test_missing_model_file_names_the_path(tmp_path, artifacts):
+    settings = make_settings(tmp_path)
+    (tmp_path / "preprocessing.json").write_text(
+        (artifacts / "preprocessing.json").read_text()
+    )
+    with pytest.raises(ModelLoadError, match=str(settings.model_path)):
+        Predictor.load(settings)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong_shape", "pickle"])
+def test_damaged_model_file_names_the_path(tmp_path, artifacts, damage):
+    settings = make_settings(tmp_path)
+    (tmp_path / "preprocessing.json").write_text(
+        (artifacts / "preprocessing.json").read_text()
+    )
+    model_bytes = (artifacts / settings.model_path.name).read_bytes()
+    if damage == "truncated":
+        settings.model_path.write_bytes(model_bytes[: len(model_bytes) // 2])
+    elif damage == "wrong_shape":
+        torch.save({"net.0.weight": torch.zeros(2, 2)}, settings.model_path)
+    else:  # arbitrary objects are refused by weights_only=True
+        torch.save({"payload": object()}, settings.model_path)
+    with pytest.raises(ModelLoadError, match=str(settings.model_path)):
+        Predictor.load(settings)
