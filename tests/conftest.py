@@ -1,0 +1,155 @@
+"""Shared pieces of the template's tests: the option combinations and a
+small wrapper around a baked project so each test reads as one sentence."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+CACHE = TEMPLATE / ".cache"
+
+DEFAULTS = {"accelerator": "cpu", "quantize_int8": False, "cloud": "none"}
+
+
+def combination(accelerator, int8, cloud):
+    answers = {
+        "accelerator": accelerator,
+        "quantize_int8": int8,
+        "cloud": cloud,
+    }
+    name = f"{accelerator}-{'int8' if int8 else 'fp32'}-{cloud}"
+    return pytest.param(answers, id=name)
+
+
+CLOUDS = [
+    "none",
+    "gcp-cloud-run",
+    "aws-ecs-fargate",
+    "azure-container-apps",
+    "kubernetes",
+]
+GPU_CLOUDS = [c for c in CLOUDS if c != "aws-ecs-fargate"]
+
+# Every value of every option, every target with and without GPU where it
+# has GPUs, int8 on and off for both accelerators.
+SUPPORTED = [
+    combination(accelerator, int8, cloud)
+    for accelerator, clouds in (("cpu", CLOUDS), ("gpu", GPU_CLOUDS))
+    for cloud in clouds
+    for int8 in (False, True)
+]
+
+UNSUPPORTED = [
+    pytest.param(
+        {"accelerator": "gpu", "cloud": "aws-ecs-fargate"},
+        "cannot run GPUs",
+        id="gpu-on-fargate",
+    ),
+]
+
+# A narrow pattern: GitHub's ${{ ... }} must survive, cookiecutter's not.
+LEFTOVER_JINJA = re.compile(r"\{\{-? *cookiecutter\.|\{%-? *(if|for|endif)\b")
+
+
+class Project:
+    """A baked project, with the questions tests ask of it."""
+
+    def __init__(self, path: Path, answers: dict):
+        self.path = Path(path)
+        self.answers = answers
+
+    def __repr__(self):
+        return f"Project({self.path.name}, {self.answers})"
+
+    def has_file(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def read(self, name: str) -> str:
+        return (self.path / name).read_text()
+
+    def files(self) -> set[str]:
+        return {
+            str(p.relative_to(self.path))
+            for p in self.path.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        }
+
+    def text_files(self):
+        for name in sorted(self.files()):
+            if name.endswith((".csv", ".png")):
+                continue
+            yield name, self.read(name)
+
+    def yaml(self, name: str):
+        return list(yaml.safe_load_all(self.read(name)))
+
+    def toml(self, name: str) -> dict:
+        return tomllib.loads(self.read(name))
+
+    def json(self, name: str):
+        return json.loads(self.read(name))
+
+    def run(self, *command: str, env=None, timeout=900, check=True):
+        """Run a command in the project; show its output when it fails."""
+        result = subprocess.run(
+            command,
+            cwd=self.path,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(
+                f"{' '.join(command)} failed ({result.returncode}) in "
+                f"{self.path}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
+        return result
+
+
+@pytest.fixture
+def bake(cookies):
+    """Bake with the given answers; fail loudly if the bake fails."""
+
+    def bake_with(**answers) -> Project:
+        result = cookies.bake(extra_context=answers)
+        assert result.exception is None, result.exception
+        assert result.exit_code == 0
+        return Project(result.project_path, {**DEFAULTS, **answers})
+
+    return bake_with
+
+
+@pytest.fixture(scope="session")
+def deep_env(tmp_path_factory):
+    """One virtualenv for the deep layer, made by a default project's own
+    `make install-dev` (torch from this machine's wheel, TORCH_PIP_ARGS=).
+    """
+    from cookiecutter.main import cookiecutter
+
+    venv = CACHE / "deep-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    out = tmp_path_factory.mktemp("env-project")
+    for accelerator in ("cpu", "gpu"):
+        path = cookiecutter(
+            str(TEMPLATE),
+            no_input=True,
+            output_dir=str(out / accelerator),
+            extra_context={"accelerator": accelerator},
+        )
+        Project(path, {}).run(
+            "make", "install-dev", f"PYTHON={python}", "TORCH_PIP_ARGS="
+        )
+    return {
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+        "PYTHON": str(python),
+    }

@@ -1,0 +1,222 @@
+"""Fast layer: every combination bakes into the right files, with nothing
+left of the template, every data file parses and the code passes lint."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+from .conftest import LEFTOVER_JINJA, SUPPORTED, TEMPLATE
+
+# The default project, minus the package folder (its name is an answer).
+BASE_FILES = {
+    ".cookiecutter.json",
+    ".dockerignore",
+    ".flake8",
+    ".github/dependabot.yml",
+    ".github/workflows/pr.yml",
+    ".gitignore",
+    "Dockerfile",
+    "Makefile",
+    "README.md",
+    "SECURITY.md",
+    "data/README.md",
+    "data/iris.csv",
+    "pyproject.toml",
+    "requirements-dev.txt",
+    "requirements.txt",
+}
+PACKAGE_FILES = {
+    "__init__.py",
+    "api/__init__.py",
+    "api/batching.py",
+    "api/cache.py",
+    "api/main.py",
+    "api/schemas.py",
+    "bench.py",
+    "gunicorn_conf.py",
+    "model.py",
+    "monitoring/__init__.py",
+    "monitoring/drift.py",
+    "monitoring/metrics.py",
+    "monitoring/prediction_log.py",
+    "monitoring/report.py",
+    "predict.py",
+    "quantize.py",
+    "settings.py",
+    "soak.py",
+    "timing.py",
+    "train.py",
+}
+DEPLOY_WORKFLOWS = {
+    ".github/workflows/staging.yml",
+    ".github/workflows/production.yml",
+}
+SHARED_DEPLOY_DIRS = ("deploy/prometheus/", "deploy/grafana/")
+
+
+def split_files(project):
+    """(package files, test files, deploy files, everything else)."""
+    package = f"src/{project.path.name.replace('-', '_')}/"
+    groups = {"package": set(), "tests": set(), "deploy": set(), "rest": set()}
+    for name in project.files():
+        if name.startswith(package):
+            groups["package"].add(name[len(package) :])
+        elif name.startswith("tests/"):
+            groups["tests"].add(name)
+        elif name.startswith("deploy/"):
+            groups["deploy"].add(name)
+        else:
+            groups["rest"].add(name)
+    return groups
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_combination_has_exactly_the_expected_files(bake, answers):
+    project = bake(**answers)
+    groups = split_files(project)
+    cloud = answers["cloud"]
+    workflows = DEPLOY_WORKFLOWS if cloud != "none" else set()
+    assert groups["rest"] == BASE_FILES | workflows
+    assert groups["package"] == PACKAGE_FILES
+    assert "tests/conftest.py" in groups["tests"]
+    own_deploy = [
+        name
+        for name in groups["deploy"]
+        if not name.startswith(SHARED_DEPLOY_DIRS)
+    ]
+    assert all(name.startswith(f"deploy/{cloud}/") for name in own_deploy)
+    assert bool(own_deploy) == (cloud != "none")
+    assert not (project.path / "requirements").exists()
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_no_template_syntax_is_left(bake, answers):
+    project = bake(**answers)
+    leftovers = [
+        name
+        for name, text in project.text_files()
+        if LEFTOVER_JINJA.search(text)
+    ]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_every_data_file_parses(bake, answers):
+    project = bake(**answers)
+    for name in project.files():
+        if name.endswith((".yml", ".yaml")):
+            assert project.yaml(name), name
+        elif name.endswith(".toml"):
+            assert project.toml(name), name
+        elif name.endswith(".json"):
+            project.json(name)
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_generated_code_passes_its_own_lint(bake, answers):
+    project = bake(**answers)
+    for tool in (
+        ["flake8", "src", "tests"],
+        ["black", "--check", "--quiet", "src", "tests"],
+        ["isort", "--check-only", "--quiet", "src", "tests"],
+    ):
+        project.run(sys.executable, "-m", *tool)
+
+
+def test_answers_reach_the_generated_files(bake):
+    project = bake(
+        project_name="Sunflower Sorter",
+        description="Sorts sunflowers by size.",
+        author_name="Ada Lovelace",
+        author_email="ada@example.org",
+        version="2.1.0",
+    )
+    assert project.path.name == "sunflower-sorter"
+    meta = project.toml("pyproject.toml")["project"]
+    assert meta["name"] == "sunflower-sorter"
+    assert meta["version"] == "2.1.0"
+    assert meta["description"] == "Sorts sunflowers by size."
+    assert meta["authors"] == [
+        {"name": "Ada Lovelace", "email": "ada@example.org"}
+    ]
+    assert (project.path / "src/sunflower_sorter/api/main.py").is_file()
+    assert "# Sunflower Sorter" in project.read("README.md")
+    for name, text in project.text_files():
+        for ours in ("Iris Classifier", "iris-classifier", "iris_classifier"):
+            assert ours not in text, f"{ours!r} left in {name}"
+
+
+def test_answers_file_replays_to_the_same_project(bake, tmp_path):
+    project = bake(project_name="Replay Me", cloud="kubernetes")
+    replayed = cookiecutter(
+        str(TEMPLATE),
+        replay=str(project.path / ".cookiecutter.json"),
+        output_dir=str(tmp_path),
+    )
+    again = type(project)(replayed, project.answers)
+    assert again.files() == project.files()
+    for name, text in project.text_files():
+        assert again.read(name) == text, name
+
+
+def test_answers_file_records_every_question(bake):
+    project = bake(
+        accelerator="gpu", quantize_int8=True, cloud="gcp-cloud-run"
+    )
+    answers = project.json(".cookiecutter.json")["cookiecutter"]
+    questions = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    assert {k for k in questions if not k.startswith("_")} <= set(answers)
+    assert answers["accelerator"] == "gpu" and answers["quantize_int8"] is True
+
+
+@pytest.mark.parametrize("init_git", [False, True])
+def test_git_init_only_when_asked(bake, init_git):
+    project = bake(init_git=init_git)
+    assert (project.path / ".git").is_dir() == init_git
+
+
+def test_make_help_lists_the_targets(bake):
+    project = bake()
+    result = project.run("make")
+    for target in (
+        "install", "install-dev", "build", "train", "test", "check",
+        "format", "clean", "production", "bench", "drift-report", "audit",
+    ):  # fmt: skip
+        assert f"make {target} " in result.stdout
+
+
+def test_settings_follow_the_options(bake):
+    gpu = bake(accelerator="gpu", quantize_int8=True)
+    settings = gpu.read(f"src/{gpu.path.name.replace('-', '_')}/settings.py")
+    assert 'device: Literal["auto", "cpu", "cuda"] = "cuda"' in settings
+    assert "quantize_int8: bool = True" in settings
+    assert "torchao" in gpu.read("requirements.txt")
+    cpu = bake()
+    assert "torchao" not in cpu.read("requirements.txt")
+    assert "whl/cpu" in cpu.read("Makefile")
+    assert "whl/cu" in gpu.read("Makefile")
+
+
+def test_lock_files_are_hashed_and_leave_torch_to_the_makefile(bake):
+    project = bake()
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        text = project.read(name)
+        assert "--hash=sha256:" in text
+        assert "\ntorch==" not in text
+        assert "--index-url" not in text and "--find-links" not in text
+
+
+def test_template_hooks_are_valid_python():
+    for hook in ("pre_gen_project.py", "post_gen_project.py"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "py_compile",
+                str(TEMPLATE / "hooks" / hook),
+            ],
+            check=True,
+        )

@@ -1,0 +1,110 @@
+"""Bad answers are refused before anything is written; the hook functions
+have unit tests of their own."""
+
+import pytest
+from cookiecutter.exceptions import FailedHookException
+from cookiecutter.main import cookiecutter
+
+from hooks import post_gen_project, pre_gen_project
+
+from .conftest import TEMPLATE, UNSUPPORTED
+
+BAD_ANSWERS = [
+    pytest.param(
+        {"project_slug": "Bad Slug"}, "project_slug", id="slug-space"
+    ),
+    pytest.param({"project_slug": "1model"}, "project_slug", id="slug-digit"),
+    pytest.param({"project_slug": "a--b"}, "project_slug", id="slug-dashes"),
+    pytest.param({"project_slug": "a" * 61}, "too long", id="slug-long"),
+    pytest.param({"project_name": "!!!"}, "project_slug", id="name-no-slug"),
+    pytest.param({"package_name": "torch"}, "shadow", id="pkg-torch"),
+    pytest.param({"package_name": "fastapi"}, "shadow", id="pkg-fastapi"),
+    pytest.param({"package_name": "test"}, "shadow", id="pkg-test"),
+    pytest.param({"package_name": "json"}, "shadow", id="pkg-stdlib"),
+    pytest.param({"package_name": "class"}, "keyword", id="pkg-keyword"),
+    pytest.param({"package_name": "my-pkg"}, "identifier", id="pkg-dash"),
+    pytest.param({"package_name": "Pkg"}, "identifier", id="pkg-upper"),
+    pytest.param({"version": "one"}, "PEP 440", id="version"),
+    pytest.param({"version": "1.0 beta"}, "PEP 440", id="version-space"),
+    pytest.param({"author_email": "nobody"}, "email", id="email"),
+    pytest.param({"description": "two\nlines"}, "one line", id="multiline"),
+]
+
+
+def assert_refused(tmp_path, capfd, answers, expected_words):
+    with pytest.raises(FailedHookException):
+        cookiecutter(
+            str(TEMPLATE),
+            no_input=True,
+            extra_context=answers,
+            output_dir=str(tmp_path),
+        )
+    assert expected_words in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@pytest.mark.parametrize("answers, words", BAD_ANSWERS)
+def test_bad_answers_are_refused_with_one_sentence(
+    tmp_path, capfd, answers, words
+):
+    assert_refused(tmp_path, capfd, answers, words)
+
+
+@pytest.mark.parametrize("answers, words", UNSUPPORTED)
+def test_unsupported_combinations_name_the_alternative(
+    tmp_path, capfd, answers, words
+):
+    assert_refused(tmp_path, capfd, answers, words)
+
+
+def test_an_unknown_choice_is_refused_before_generation(cookies):
+    result = cookies.bake(extra_context={"cloud": "heroku"})
+    assert result.exception is not None and result.project_path is None
+
+
+@pytest.mark.parametrize(
+    "name", ["iris_classifier", "model2", "sunflower_sorter", "api_service"]
+)
+def test_good_package_names_pass(name):
+    assert pre_gen_project.check_package_name(name) is None
+
+
+@pytest.mark.parametrize(
+    "version", ["0.1.0", "1.0", "2.0.0rc1", "1.0.post2", "3.1.dev4"]
+)
+def test_pep440_versions_pass(version):
+    assert pre_gen_project.check_version(version) is None
+
+
+def test_python_versions_outside_the_tested_ones_are_refused():
+    assert "3.11" in pre_gen_project.check_python("3.9")
+    assert pre_gen_project.check_python("3.11") is None
+
+
+def test_gpu_is_refused_only_where_the_target_has_none():
+    check = pre_gen_project.check_accelerator_on_cloud
+    assert check("gpu", "aws-ecs-fargate")
+    for cloud in (
+        "none",
+        "gcp-cloud-run",
+        "azure-container-apps",
+        "kubernetes",
+    ):
+        assert check("gpu", cloud) is None
+        assert check("cpu", cloud) is None
+
+
+def test_keep_cloud_target_removes_the_others(tmp_path):
+    for target in post_gen_project.CLOUD_TARGETS:
+        (tmp_path / "deploy" / target / "workflows").mkdir(parents=True)
+        for workflow in post_gen_project.DEPLOY_WORKFLOWS:
+            (tmp_path / "deploy" / target / "workflows" / workflow).touch()
+    (tmp_path / ".github/workflows").mkdir(parents=True)
+    post_gen_project.keep_cloud_target(tmp_path, "kubernetes")
+    assert [p.name for p in (tmp_path / "deploy").iterdir()] == ["kubernetes"]
+    assert sorted(
+        p.name for p in (tmp_path / ".github/workflows").iterdir()
+    ) == [
+        "production.yml",
+        "staging.yml",
+    ]
