@@ -109,7 +109,8 @@ class Project:
         if check and result.returncode != 0:
             pytest.fail(
                 f"{' '.join(command)} failed ({result.returncode}) in "
-                f"{self.path}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+                f"{self.path}:\n{result.stdout[-4000:]}\n"
+                f"{result.stderr[-4000:]}"
             )
         return result
 

@@ -121,18 +121,24 @@ class Predictor:
             ) from error
         device = select_device(settings.device)
         model = Classifier(n_classes=len(classes), n_features=len(features))
-        if settings.quantize_int8 and device.type == "cpu":
+        # On the CPU the int8 weights come from `make quantize`; on CUDA,
+        # torchao quantizes the fp32 weights once they are on the device.
+        quantize_on_device = settings.quantize_int8 and device.type == "cuda"
+        path = settings.model_path
+        if quantize_on_device:
+            path = settings.fp32_model_path
+        elif settings.quantize_int8:
             model = quantize_for(model, device)
-        state = load_state(settings.model_path)
+        state = load_state(path)
         try:
             model.load_state_dict(state)
         except Exception as error:  # any mismatch of keys or shapes
             raise ModelLoadError(
-                f"Model file {settings.model_path} does not fit the model "
+                f"Model file {path} does not fit the model "
                 f"({str(error).splitlines()[0]}); retrain with `make train`."
             ) from error
         model = model.to(device)
-        if settings.quantize_int8 and device.type == "cuda":
+        if quantize_on_device:
             model = quantize_for(model, device)
         version = meta.get("version", "unknown")
         return cls(

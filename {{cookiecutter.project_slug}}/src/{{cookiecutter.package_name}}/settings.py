@@ -65,9 +65,15 @@ class Settings(BaseSettings):
     prediction_log_max_bytes: int = Field(10_000_000, ge=1024)
 
     @property
+    def fp32_model_path(self) -> Path:
+        return self.artifacts_dir / "model.pt"
+
+    @property
     def model_path(self) -> Path:
-        name = "model-int8.pt" if self.quantize_int8 else "model.pt"
-        return self.artifacts_dir / name
+        """The file the service loads on the CPU."""
+        if self.quantize_int8:
+            return self.artifacts_dir / "model-int8.pt"
+        return self.fp32_model_path
 
 
 @lru_cache

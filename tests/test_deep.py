@@ -1,0 +1,146 @@
+"""Deep layer: every combination's own `make check`, `make train` and
+`make test` pass in a real environment (one virtualenv made by a generated
+project's own `make install-dev`), and `make production` serves correct
+predictions."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from .conftest import SUPPORTED
+
+pytestmark = pytest.mark.slow
+
+
+def make(project, target, deep_env, *args, **kwargs):
+    return project.run(
+        "make", target, f"PYTHON={deep_env['PYTHON']}", *args,
+        env=deep_env, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_project_passes_its_own_check_train_and_test(bake, deep_env, answers):
+    project = bake(**answers)
+    make(project, "check", deep_env)
+    make(project, "train", deep_env)
+    served = "model-int8.pt" if answers["quantize_int8"] else "model.pt"
+    assert project.has_file(f"artifacts/{served}")
+    metrics = project.json("artifacts/metrics.json")
+    assert metrics["val_accuracy"] >= 0.9
+    assert ("int8" in metrics) == answers["quantize_int8"]
+    make(project, "test", deep_env)
+    # A second `make train` is a no-op: the artifacts are up to date.
+    again = make(project, "train", deep_env)
+    assert "Nothing to be done" in again.stdout or "up to date" in again.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(method, url, body=None, timeout=5):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data, {"content-type": "application/json"}, method=method
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, json.loads(response.read())
+
+
+def wait_ready(url, process, seconds=90):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited early: {process.stdout.read()}")
+        try:
+            return http("GET", url + "/ready")
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail("server not ready in time")
+
+
+IN_PROCESS = """
+import json, sys
+from {pkg}.predict import Predictor
+from {pkg}.settings import Settings
+rows = json.load(sys.stdin)
+predictor = Predictor.load(Settings())
+print(json.dumps(predictor.predict_rows([tuple(r) for r in rows])))
+"""
+
+
+def test_make_production_serves_what_the_model_predicts(bake, deep_env):
+    project = bake()
+    package = project.path.name.replace("-", "_")
+    with open(project.path / "data/iris.csv") as handle:
+        records = list(csv.DictReader(handle))[::10]
+    features = list(records[0])[:-1]
+    items = [{f: float(r[f]) for f in features} for r in records]
+
+    make(project, "train", deep_env)
+    in_process = subprocess.run(
+        [deep_env["PYTHON"], "-c", IN_PROCESS.format(pkg=package)],
+        input=json.dumps([[i[f] for f in features] for i in items]),
+        cwd=project.path,
+        env={**os.environ, **deep_env, "PYTHONPATH": "src"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    expected = json.loads(in_process.stdout)
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["make", "production", f"PYTHON={deep_env['PYTHON']}"],
+        cwd=project.path,
+        env={
+            **os.environ, **deep_env, "PORT": str(port), "WEB_CONCURRENCY": "2"
+        },
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        status, ready = wait_ready(url, server)
+        assert status == 200 and ready["ready"] is True
+        singles = [http("POST", url + "/predict", item)[1] for item in items]
+        status, batch = http("POST", url + "/batch-predict", {"items": items})
+        assert status == 200
+        for answer, want in zip(singles, expected):
+            assert answer["label"] == want["label"]
+            assert answer["probabilities"] == pytest.approx(
+                want["probabilities"], rel=1e-5, abs=1e-7
+            )
+        assert batch["predictions"] == singles  # cached, identical
+        assert [a["label"] for a in singles] == [r["species"] for r in records]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+
+
+def pins(lock: str) -> list[str]:
+    return sorted(line for line in lock.splitlines() if "==" in line)
+
+
+def test_lock_files_match_pyproject(bake, deep_env):
+    """`make build` recompiles the locks to the same pins: they are fresh."""
+    project = bake()
+    names = ("requirements.txt", "requirements-dev.txt")
+    before = {name: pins(project.read(name)) for name in names}
+    make(project, "build", deep_env, timeout=600)
+    assert {name: pins(project.read(name)) for name in names} == before
