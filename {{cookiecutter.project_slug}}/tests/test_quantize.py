@@ -19,14 +19,17 @@ def int8_figures(artifacts):
 
 def test_int8_agrees_with_fp32_on_held_out_rows(int8_figures):
     assert int8_figures["agreement"] >= MIN_AGREEMENT
-    loss = int8_figures["fp32"]["val_accuracy"] - int8_figures["int8"][
-        "val_accuracy"
-    ]
+    loss = (
+        int8_figures["fp32"]["val_accuracy"]
+        - int8_figures["int8"]["val_accuracy"]
+    )
     assert loss <= MAX_ACCURACY_LOSS
 
 
 def test_int8_weights_are_smaller(int8_figures, artifacts):
-    assert int8_figures["int8"]["file_bytes"] < int8_figures["fp32"]["file_bytes"]
+    assert (
+        int8_figures["int8"]["file_bytes"] < int8_figures["fp32"]["file_bytes"]
+    )
     assert (artifacts / "model-int8.pt").stat().st_size == int8_figures[
         "int8"
     ]["file_bytes"]
