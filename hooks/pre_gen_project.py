@@ -31,6 +31,8 @@ PEP440 = re.compile(
 SLUG = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 MAX_SLUG, MAX_TEXT = 60, 200
+# cookiecutter.json's slug when the name has nothing to make one from.
+EMPTY_SLUG = "name-without-letters"
 SUPPORTED_PYTHON = {"3.11"}
 # Cloud targets that cannot schedule a GPU, with what to pick instead.
 NO_GPU_TARGETS = {"aws-ecs-fargate"}
@@ -48,6 +50,11 @@ def check_project_name(name: str):
 
 
 def check_slug(slug: str):
+    if slug == EMPTY_SLUG:
+        return (
+            "project_name has no letters or digits to make project_slug "
+            "from: use some in the name, or set project_slug."
+        )
     if len(slug) > MAX_SLUG:
         return (
             f"project_slug {slug[:20]!r}... is too long: use at most "

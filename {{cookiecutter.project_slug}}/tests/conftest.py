@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.api.main import create_app
-from {{ cookiecutter.package_name }}.quantize import compare
+from {{ cookiecutter.package_name }}.quantize import quantize_and_record
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.train import load_dataset, train
 
@@ -20,7 +20,7 @@ def artifacts(tmp_path_factory) -> Path:
     """Train once per test session, into a temporary folder."""
     out = tmp_path_factory.mktemp("artifacts")
     train(DATA, out, epochs=300)
-    compare(out, DATA)  # also writes model-int8.pt
+    quantize_and_record(out, DATA)  # model-int8.pt and its figures
     return out
 
 

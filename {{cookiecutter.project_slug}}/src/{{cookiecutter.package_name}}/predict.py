@@ -140,6 +140,8 @@ class Predictor:
         model = model.to(device)
         if quantize_on_device:
             model = quantize_for(model, device)
+        if settings.torch_compile and device.type == "cuda":
+            model = torch.compile(model, dynamic=True)
         version = meta.get("version", "unknown")
         return cls(
             model, features, classes, device, version, settings.quantize_int8

@@ -62,6 +62,16 @@ def compare(artifacts: Path, data_path: Path) -> dict:
     return figures
 
 
+def quantize_and_record(artifacts: Path, data_path: Path) -> dict:
+    """Write model-int8.pt and add the comparison to metrics.json."""
+    figures = compare(artifacts, data_path)
+    metrics_path = artifacts / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["int8"] = figures
+    metrics_path.write_text(json.dumps(metrics, indent=2))
+    return figures
+
+
 def main(argv=None) -> None:
     settings = get_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,11 +80,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--data", type=Path, default=settings.data_path)
     args = parser.parse_args(argv)
-    figures = compare(args.artifacts, args.data)
-    metrics_path = args.artifacts / "metrics.json"
-    metrics = json.loads(metrics_path.read_text())
-    metrics["int8"] = figures
-    metrics_path.write_text(json.dumps(metrics, indent=2))
+    figures = quantize_and_record(args.artifacts, args.data)
     for name in ("fp32", "int8"):
         f = figures[name]
         print(

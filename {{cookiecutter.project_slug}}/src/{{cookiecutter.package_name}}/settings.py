@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     quantize_int8: bool = {{ "True" if cookiecutter.quantize_int8 else "False" }}
     # "cuda" falls back to the CPU, with one warning, where no GPU is found.
     device: Literal["auto", "cpu", "cuda"] = "{{ 'cuda' if cookiecutter.accelerator == 'gpu' else 'cpu' }}"
+    # torch.compile on CUDA: pays for wide models and steady batch shapes;
+    # on a tiny MLP its warm-up costs more than it saves. Measure first.
+    torch_compile: bool = False
     # One torch thread per worker: workers x threads must not exceed cores.
     torch_threads: int = Field(1, ge=1)
 
