@@ -1,0 +1,178 @@
+"""The production server in a real process (gunicorn with uvicorn workers,
+as `make production` and the container run it): SIGTERM drains requests in
+flight, and a model that cannot be loaded stops the start with one line."""
+
+import asyncio
+import json
+import random
+import re
+import shutil
+import signal
+import socket
+import time
+
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.api.schemas import FEATURES
+from {{ cookiecutter.package_name }}.gunicorn_conf import graceful_timeout
+from {{ cookiecutter.package_name }}.soak import (
+    HOST,
+    Server,
+    fetch,
+    raw_request,
+    read_reply,
+)
+
+from .conftest import make_settings
+
+IN_FLIGHT = re.compile(r"^http_requests_in_flight (\S+)$", re.MULTILINE)
+HELD = 240  # requests in flight when SIGTERM arrives
+BATCH = 50  # items in each held /batch-predict
+
+
+@pytest.fixture
+def start_server(artifacts, tmp_path):
+    """Start servers on free ports; each is killed at the end, whatever
+    the test did to it."""
+    servers = []
+
+    def start(artifacts_dir=artifacts) -> Server:
+        server = Server(
+            tmp_path / f"server-{len(servers)}.log",
+            ARTIFACTS_DIR=str(artifacts_dir),
+            WEB_CONCURRENCY="1",
+            LOG_LEVEL="info",
+        )
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.__exit__()
+
+
+def flowers(rng: random.Random, count: int) -> list[dict]:
+    """New measurements each time: each one needs the model (no cache)."""
+    return [
+        {name: round(rng.uniform(0.1, 8), 3) for name in FEATURES}
+        for _ in range(count)
+    ]
+
+
+async def hold_requests(port: int, count: int) -> list:
+    """Requests sent but for the last byte of their body: in flight on the
+    server until we send it. Half /predict (through the micro-batcher),
+    half /batch-predict."""
+    rng, held = random.Random(6), []
+    for index in range(count):
+        if index % 2:
+            path, body = "/predict", flowers(rng, 1)[0]
+        else:
+            path, body = "/batch-predict", {"items": flowers(rng, BATCH)}
+        request = raw_request("POST", path, json.dumps(body).encode())
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(request[:-1])
+        held.append((path, reader, writer, request[-1:]))
+    return held
+
+
+async def requests_in_flight(port: int) -> float:
+    reply = await fetch(port, "GET", "/metrics")
+    return float(IN_FLIGHT.search(reply.body.decode()).group(1))
+
+
+def refuses_connections(port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), 0.5).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+async def release(held: list) -> list:
+    for _, _, writer, last_byte in held:
+        writer.write(last_byte)
+
+    async def answer(path, reader, writer, _):
+        try:
+            return path, await read_reply(reader)
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(
+        asyncio.gather(*(answer(*request) for request in held)), 30
+    )
+
+
+def test_sigterm_finishes_requests_in_flight_then_exits_0(start_server):
+    server = start_server()
+    server.wait_ready()
+
+    async def scenario():
+        held = await hold_requests(server.port, HELD)
+        deadline = time.monotonic() + 30
+        # The /metrics request itself is in flight too.
+        while await requests_in_flight(server.port) < HELD + 1:
+            assert time.monotonic() < deadline, "requests never arrived"
+            await asyncio.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        refused = refuses_connections(server.port, timeout_s=5)
+        return refused, await release(held)
+
+    stopping = time.monotonic()
+    refused, answers = asyncio.run(scenario())
+    exit_code = server.process.wait(graceful_timeout)
+
+    assert refused, "new connections were still accepted after SIGTERM"
+    assert [reply.status for _, reply in answers] == [200] * HELD
+    for path, reply in answers:
+        body = json.loads(reply.body)
+        if path == "/batch-predict":
+            assert len(body["predictions"]) == BATCH
+        else:
+            assert body["label"]
+        assert reply.closed  # the server says it closes after the answer
+    assert exit_code == 0, server.log()[-3000:]
+    assert time.monotonic() - stopping < graceful_timeout
+
+
+def missing(path):
+    path.unlink()
+
+
+def truncated(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def wrong_shape(path):
+    """The right file format, with a layer one unit wider than the model."""
+    state = torch.load(path.with_name("model.pt"), weights_only=True)
+    name, weight = next(iter(state.items()))
+    state[name] = torch.zeros(weight.shape[0] + 1, *weight.shape[1:])
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("damage", [missing, truncated, wrong_shape])
+def test_a_broken_model_file_stops_the_start_with_one_clear_line(
+    start_server, artifacts, tmp_path, damage
+):
+    folder = tmp_path / "artifacts"
+    shutil.copytree(artifacts, folder)
+    model_path = make_settings(folder).model_path
+    damage(model_path)
+
+    server = start_server(folder)
+    exit_code = server.process.wait(120)
+    log = server.log()
+
+    assert exit_code != 0
+    naming_the_file = [
+        line for line in log.splitlines() if str(model_path) in line
+    ]
+    assert len(naming_the_file) == 1, log
+    assert "[ERROR] Cannot start: Model file" in naming_the_file[0]
+    assert "Traceback" not in log
