@@ -1,7 +1,8 @@
-"""Throughput of a call, measured alike by `make quantize` and `make bench`."""
+"""Throughput and latency figures, computed alike by `make quantize` and
+`make bench`."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def items_per_second(
@@ -16,3 +17,12 @@ def items_per_second(
         call()
         calls += 1
     return calls * items_per_call / (time.perf_counter() - start)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (nearest rank); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))
+    return ordered[rank]

@@ -6,6 +6,10 @@ item and flushes on the very next turn, so nothing waits; under load the
 batches grow by themselves (no timer that leaves the core idle). A batch
 never exceeds `max_batch`, so one model call never blocks the loop for
 longer than one batch.
+
+When a batch fails, it is split in halves and each half retried on a later
+loop turn, down to single items: the item that fails gets its error, its
+neighbours their answers, and no loop turn runs more than one model call.
 """
 
 import asyncio
@@ -14,13 +18,16 @@ from collections.abc import Callable, Sequence
 from ..monitoring import metrics
 
 PredictRows = Callable[[Sequence[tuple]], list]
+Pending = list[tuple[tuple, asyncio.Future]]
 
 
 class MicroBatcher:
     def __init__(self, predict_rows: PredictRows, max_batch: int):
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self.predict_rows = predict_rows
         self.max_batch = max_batch
-        self._pending: list[tuple[tuple, asyncio.Future]] = []
+        self._pending: Pending = []
         self._flush_scheduled = False
 
     async def predict(self, row: tuple):
@@ -37,29 +44,35 @@ class MicroBatcher:
     def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
-        if not batch:
-            return
-        metrics.BATCH_SIZE.observe(len(batch))
-        rows = [row for row, _ in batch]
-        try:
-            results = self.predict_rows(rows)
-        except Exception:
-            # One bad item must not fail its neighbours: retry one by one.
-            for row, future in batch:
-                self._answer_one(row, future)
-            return
-        for (_, future), result in zip(batch, results):
-            if not future.done():  # the caller may have timed out
-                future.set_result(result)
+        if batch:
+            self._run(batch)
 
-    def _answer_one(self, row: tuple, future: asyncio.Future) -> None:
+    def _run(self, batch: Pending) -> None:
+        """One model call for the batch; on failure, retry its halves."""
+        live = [(row, future) for row, future in batch if not future.done()]
+        if not live:  # every caller timed out or went away
+            return
+        metrics.BATCH_SIZE.observe(len(live))
         try:
-            result = self.predict_rows([row])[0]
+            results = self.predict_rows([row for row, _ in live])
+            if len(results) != len(live):
+                raise RuntimeError(
+                    f"predict_rows returned {len(results)} results for "
+                    f"{len(live)} rows"
+                )
         except Exception as error:
-            if not future.done():
-                future.set_exception(error)
-        else:
-            if not future.done():
+            if len(live) == 1:
+                future = live[0][1]
+                if not future.done():
+                    future.set_exception(error)
+                return
+            loop = asyncio.get_running_loop()
+            middle = len(live) // 2
+            loop.call_soon(self._run, live[:middle])
+            loop.call_soon(self._run, live[middle:])
+            return
+        for (_, future), result in zip(live, results):
+            if not future.done():  # the caller may have timed out
                 future.set_result(result)
 
     @property

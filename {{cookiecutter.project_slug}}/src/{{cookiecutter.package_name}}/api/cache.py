@@ -56,6 +56,11 @@ class PredictionCache:
         self.ttl_s = ttl_s
         self.redis = None
         self._redis_down_until = 0.0
+        # This instance's own counts (Prometheus has the process-wide ones).
+        self.hits = {"local": 0, "redis": 0}
+        self.misses = 0
+        self._local_hits = metrics.CACHE_HITS.labels("local")
+        self._redis_hits = metrics.CACHE_HITS.labels("redis")
         if url:
             import redis.asyncio as redis
 
@@ -83,7 +88,10 @@ class PredictionCache:
     async def get_many(self, keys: Sequence[tuple]) -> list[bytes | None]:
         found = [self.local.get(key) for key in keys]
         missing = [i for i, value in enumerate(found) if value is None]
-        metrics.CACHE_HITS.labels("local").inc(len(keys) - len(missing))
+        local_hits = len(keys) - len(missing)
+        if local_hits:
+            self.hits["local"] += local_hits
+            self._local_hits.inc(local_hits)
         if missing and self._redis_usable():
             try:
                 shared = await self.redis.mget(
@@ -92,13 +100,21 @@ class PredictionCache:
             except Exception as error:  # any Redis failure: degrade
                 self._redis_failed(error)
             else:
+                still_missing = []
                 for i, value in zip(missing, shared):
-                    if value is not None:
+                    if value is None:
+                        still_missing.append(i)
+                    else:
                         found[i] = value
                         self.local.put(keys[i], value)
-                hits = sum(value is not None for value in shared)
-                metrics.CACHE_HITS.labels("redis").inc(hits)
-        metrics.CACHE_MISSES.inc(sum(value is None for value in found))
+                redis_hits = len(missing) - len(still_missing)
+                if redis_hits:
+                    self.hits["redis"] += redis_hits
+                    self._redis_hits.inc(redis_hits)
+                missing = still_missing
+        if missing:
+            self.misses += len(missing)
+            metrics.CACHE_MISSES.inc(len(missing))
         return found
 
     async def put_many(self, entries: dict[tuple, bytes]) -> None:

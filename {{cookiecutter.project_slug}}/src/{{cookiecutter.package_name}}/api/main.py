@@ -1,10 +1,10 @@
 """The service: FastAPI for documentation, a lean path for serving.
 
-`/predict`, `/batch-predict` and the probes are plain Starlette routes on
-the FastAPI app: FastAPI's generic route machinery costs more per request
-than validation and the model together (see README, Performance). They
-validate with the same Pydantic models, which also document them in
-`/docs` through `documented_routes()`.
+`/predict`, `/batch-predict` and the probes are raw ASGI endpoints on
+Starlette routes of the FastAPI app: FastAPI's generic route machinery
+costs more per request than validation and the model together (see
+README, Performance). They validate with the same Pydantic models, which
+also document them in `/docs` through `documented_routes()`.
 """
 
 import asyncio
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 HOT_ROUTES = {"/predict", "/batch-predict", "/health", "/ready"}
+JSON_HEADERS = [(b"content-type", JSON.encode())]
+NOT_LOADED = b'{"detail":"Model not loaded yet."}'
+FAILED = b'{"detail":"Prediction failed; see the service log."}'
 
 
 class RequestRejected(Exception):
@@ -63,20 +66,48 @@ def invalid(error: ValidationError) -> RequestRejected:
     return RequestRejected(422, {"detail": details})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(scope, receive, limit: int) -> bytes:
     too_large = RequestRejected(
         413, {"detail": f"Request body over {limit} bytes (MAX_BODY_BYTES)."}
     )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise too_large
+            break
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            raise RequestRejected(400, {"detail": "Client disconnected."})
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    return b"".join(chunks)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class Endpoint:
+    """A raw ASGI endpoint: `handle(scope, receive)` returns the status and
+    the JSON body. A Route mounts an instance (not a function) as it is, so
+    the hot path builds no Request or Response objects."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def __call__(self, scope, receive, send) -> None:
+        status, body = await self.handle(scope, receive)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": JSON_HEADERS
+                + [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 class Service:
@@ -144,7 +175,7 @@ class Service:
             if len(missing) == 1 and self.settings.micro_batching:
                 predictions = [await self.batcher.predict(missing[0])]
             else:
-                predictions = self.predict_rows(missing)
+                predictions = await self.predict_in_batches(missing)
             fresh = {
                 row: orjson.dumps(p) for row, p in zip(missing, predictions)
             }
@@ -155,38 +186,56 @@ class Service:
         self.monitor.observe(rows, encoded)
         return encoded
 
-    async def guarded(self, request: Request, handle) -> Response:
+    async def predict_in_batches(self, rows: list[tuple]) -> list[dict]:
+        """At most max_micro_batch rows per model call, and a loop turn for
+        other requests between calls: no call blocks the loop for longer
+        than one batch."""
+        size = self.settings.max_micro_batch
+        if len(rows) <= size:
+            return self.predict_rows(rows)
+        predictions = []
+        for start in range(0, len(rows), size):
+            if start:
+                await asyncio.sleep(0)
+            predictions += self.predict_rows(rows[start : start + size])
+        return predictions
+
+    async def guarded(self, scope, receive, handle) -> tuple[int, bytes]:
         """Limits and errors shared by the prediction routes."""
         if self.predictor is None:
-            return json_response({"detail": "Model not loaded yet."}, 503)
+            return 503, NOT_LOADED
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
-                body = await read_body(request, self.settings.max_body_bytes)
-                return await handle(body)
+                body = await read_body(
+                    scope, receive, self.settings.max_body_bytes
+                )
+                return 200, await handle(body)
         except RequestRejected as rejected:
-            return json_response(rejected.body, rejected.status)
+            return rejected.status, orjson.dumps(rejected.body)
         except TimeoutError:
-            return json_response(
+            return 503, orjson.dumps(
                 {
                     "detail": "Request took longer than "
                     f"{self.settings.request_timeout_s} s (REQUEST_TIMEOUT_S)."
-                },
-                503,
+                }
             )
+        except Exception:  # this request's failure, never its neighbours'
+            log.exception("Prediction failed")
+            return 500, FAILED
 
-    async def predict(self, request: Request) -> Response:
-        async def handle(body: bytes) -> Response:
+    async def predict(self, scope, receive) -> tuple[int, bytes]:
+        async def handle(body: bytes) -> bytes:
             try:
                 item = Item.model_validate_json(body)
             except ValidationError as error:
                 raise invalid(error) from None
             (encoded,) = await self.predict_encoded([clean(item, FEATURES)])
-            return Response(encoded, media_type=JSON)
+            return encoded
 
-        return await self.guarded(request, handle)
+        return await self.guarded(scope, receive, handle)
 
-    async def batch_predict(self, request: Request) -> Response:
-        async def handle(body: bytes) -> Response:
+    async def batch_predict(self, scope, receive) -> tuple[int, bytes]:
+        async def handle(body: bytes) -> bytes:
             try:
                 batch = BatchRequest.model_validate_json(body)
             except ValidationError as error:
@@ -208,22 +257,18 @@ class Service:
                 )
             rows = [clean(item, FEATURES) for item in batch.items]
             encoded = await self.predict_encoded(rows)
-            return Response(
-                b'{"predictions":[' + b",".join(encoded) + b"]}",
-                media_type=JSON,
-            )
+            return b'{"predictions":[' + b",".join(encoded) + b"]}"
 
-        return await self.guarded(request, handle)
+        return await self.guarded(scope, receive, handle)
 
-    async def health(self, request: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type=JSON)
+    async def health(self, scope, receive) -> tuple[int, bytes]:
+        return 200, b'{"status":"ok"}'
 
-    async def ready(self, request: Request) -> Response:
+    async def ready(self, scope, receive) -> tuple[int, bytes]:
         if self.predictor is None:
-            return json_response({"ready": False}, 503)
-        return json_response(
-            {"ready": True, "version": __version__, **self.predictor.info()}
-        )
+            return 503, b'{"ready":false}'
+        info = {"ready": True, "version": __version__, **self.predictor.info()}
+        return 200, orjson.dumps(info)
 
     async def metrics(self, request: Request) -> Response:
         body, content_type = metrics.render()
@@ -296,10 +341,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     app.router.routes[:0] = [
-        Route("/predict", service.predict, methods=["POST"]),
-        Route("/batch-predict", service.batch_predict, methods=["POST"]),
-        Route("/health", service.health, methods=["GET"]),
-        Route("/ready", service.ready, methods=["GET"]),
+        Route("/predict", Endpoint(service.predict), methods=["POST"]),
+        Route(
+            "/batch-predict",
+            Endpoint(service.batch_predict),
+            methods=["POST"],
+        ),
+        Route("/health", Endpoint(service.health), methods=["GET"]),
+        Route("/ready", Endpoint(service.ready), methods=["GET"]),
         Route("/metrics", service.metrics, methods=["GET"]),
         Route("/monitoring/drift", service.drift, methods=["GET"]),
     ]

@@ -1,0 +1,658 @@
+"""`make bench`: how close the service comes to the model's own speed.
+
+Measures, in one run on this machine:
+- the limit: the Predictor pipeline in-process (list -> tensor -> forward
+  -> softmax -> list) at batch 1 and at batch 256;
+- the service as `make production` runs it (gunicorn, one uvicorn worker,
+  loopback), driven by a bounded load generator: `/predict` with inputs
+  that vary per request (micro-batching on and off), `/batch-predict`,
+  a cached `/predict`, `/health` (the HTTP ceiling) and the cold start;
+- the naive variant (FastAPI `async def`, Pydantic body, one model call
+  per request) built by `naive_app()` below.
+Prints one table and writes the same figures to bench.json and bench.png.
+Absolute figures vary between runs on shared machines: read the ratios.
+
+Load generators, best first: wrk (a Lua script makes every body
+different, so the cache is not what is measured), hey (constant bodies
+only: the varying ones then use the Python client), a small asyncio
+HTTP/1.1 client. Every point is limited in time and in requests.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .settings import get_settings
+from .timing import items_per_second, percentile
+
+PACKAGE = __package__
+SRC = Path(__file__).resolve().parents[1]
+BATCH_ITEMS = 256
+BATCH_CONCURRENCY = 8
+CONCURRENCIES = (1, 16, 64)
+READY_TIMEOUT_S = 60.0
+
+# Targets of the issue, as (figure, description, check(figures) -> bool).
+PREDICT = "/predict c=64 batching on"
+NAIVE = "/predict c=64 naive FastAPI"
+BATCH = f"/batch-predict {BATCH_ITEMS} items c={BATCH_CONCURRENCY}"
+CACHED = "/predict c=64 cached"
+HEALTH = "/health c=64"
+COLD_START = "cold start to /ready"
+
+
+# --- the limit: the model pipeline in-process ------------------------------
+
+
+def random_rows(n: int, seed: int = 0) -> list[tuple[float, ...]]:
+    generator = random.Random(seed)
+    return [
+        tuple(round(generator.uniform(0.1, 8.0), 5) for _ in range(4))
+        for _ in range(n)
+    ]
+
+
+def measure_limit(seconds: float = 1.0, settings=None) -> dict[str, float]:
+    """In-process predictions/s at batch 1 and items/s at batch 256."""
+    from .predict import Predictor
+
+    predictor = Predictor.load(settings or get_settings())
+    rows = random_rows(4096)
+    singles = iter(rows * 10_000)
+    batch = rows[:BATCH_ITEMS]
+    return {
+        "single_per_s": items_per_second(
+            lambda: predictor.probabilities([next(singles)]), 1, seconds
+        ),
+        "batch_items_per_s": items_per_second(
+            lambda: predictor.probabilities(batch), BATCH_ITEMS, seconds
+        ),
+    }
+
+
+# --- the naive variant -------------------------------------------------------
+
+
+def naive_app():
+    """The baseline the hot path is compared with: FastAPI `async def`,
+    a Pydantic body and response model, one model call per request."""
+    from fastapi import FastAPI
+
+    from .api.schemas import FEATURES, Item, Prediction
+    from .predict import Predictor, clean
+
+    loaded = {}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        loaded["predictor"] = Predictor.load(get_settings())
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/predict", response_model=Prediction)
+    async def predict(item: Item):
+        return loaded["predictor"].predict_rows([clean(item, FEATURES)])[0]
+
+    @app.get("/ready")
+    async def ready():
+        return {"ready": True}
+
+    return app
+
+
+# --- the server under test ---------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(port: int, path: str, timeout: float = 0.5) -> int | None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout) as sock:
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: bench\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            head = sock.recv(64)
+    except OSError:
+        return None
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    return int(match.group(1)) if match else None
+
+
+@dataclass
+class Server:
+    port: int
+    cold_start_s: float
+    process: subprocess.Popen
+
+
+@contextmanager
+def serve(app: str, artifacts: Path, **env: str):
+    """`make production` with one worker on a free loopback port; yields
+    once /ready answers 200, with the time that took from process start."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(SRC), os.environ.get("PYTHONPATH")])
+        ),
+        "ARTIFACTS_DIR": str(artifacts.resolve()),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "TORCH_THREADS": "1",
+        "LOG_LEVEL": "warning",
+        **env,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        f"python:{PACKAGE}.gunicorn_conf",
+        app,
+    ]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=environment)
+    try:
+        deadline = start + READY_TIMEOUT_S
+        while http_status(port, "/ready") != 200:
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"{app} did not become ready on {port}")
+            time.sleep(0.005)
+        yield Server(port, time.perf_counter() - start, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- load generators ---------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """What to send: a constant body, or one flower (or `items` flowers)
+    with fresh random measurements in every request."""
+
+    path: str
+    method: str = "POST"
+    body: bytes | None = None
+    items: int = 0  # 0: one flower per request; n: {"items": [n flowers]}
+
+    @property
+    def varies(self) -> bool:
+        return self.method == "POST" and self.body is None
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+FLOWER = (
+    '{"sepal_length":%.5f,"sepal_width":%.5f,'
+    '"petal_length":%.5f,"petal_width":%.5f}'
+)
+
+WRK_SCRIPT = """
+local method, path = "%(method)s", "%(path)s"
+local items, limit = %(items)d, %(limit)d
+local varies = %(varies)s
+local body = [==[%(body)s]==]
+local headers = {["Content-Type"] = "application/json"}
+local flower = '%(flower)s'
+local threads = 0
+
+function setup(thread)
+  threads = threads + 1
+  thread:set("seed", threads)
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + (seed or 1))
+  sent = 0
+  if body == "" then body = nil end
+  static = wrk.format(method, path, headers, body)
+end
+
+local function one()
+  local r = math.random
+  return string.format(
+    flower, 0.1 + 7.9 * r(), 0.1 + 7.9 * r(), 0.1 + 7.9 * r(), 0.1 + 7.9 * r()
+  )
+end
+
+function request()
+  sent = sent + 1
+  if sent >= limit then wrk.thread:stop() end
+  if not varies then return static end
+  if items == 0 then return wrk.format(method, path, headers, one()) end
+  local parts = {}
+  for i = 1, items do parts[i] = one() end
+  return wrk.format(
+    method, path, headers, '{"items":[' .. table.concat(parts, ",") .. ']}'
+  )
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests":%%d,"us":%%d,"errors":%%d,"p50":%%.0f,"p99":%%.0f}\\n',
+    summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout + e.status,
+    latency:percentile(50), latency:percentile(99)
+  ))
+end
+"""
+
+
+def run_wrk(port, load, concurrency, seconds, max_requests) -> Result:
+    """wrk counts whole seconds: durations round to at least 1 s."""
+    script = WRK_SCRIPT % {
+        "method": load.method,
+        "path": load.path,
+        "items": load.items,
+        "limit": max_requests,
+        "varies": "true" if load.varies else "false",
+        "body": (load.body or b"").decode(),
+        "flower": FLOWER,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
+        file.write(script)
+        file.flush()
+        output = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
+            + ["--timeout", "5s", "-s", file.name]
+            + [f"http://127.0.0.1:{port}{load.path}"],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        ).stdout
+    match = re.search(r"^BENCH (.*)$", output, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk gave no summary:\n{output}")
+    figures = json.loads(match.group(1))
+    return Result(
+        figures["requests"],
+        figures["us"] / 1e6,
+        figures["errors"],
+        figures["p50"] / 1e3,
+        figures["p99"] / 1e3,
+    )
+
+
+def run_hey(port, load, concurrency, seconds, max_requests) -> Result:
+    """hey sends one constant body; it is time-limited (-z) only, so the
+    count limit cuts its per-request records."""
+    command = ["hey", "-z", f"{seconds}s", "-c", str(concurrency)]
+    command += ["-cpus", "1", "-m", load.method, "-o", "csv"]
+    if load.body is not None:
+        command += ["-T", "application/json", "-d", load.body.decode()]
+    command.append(f"http://127.0.0.1:{port}{load.path}")
+    output = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 30
+    ).stdout
+    rows = [line.split(",") for line in output.splitlines()[1:] if line]
+    rows = rows[:max_requests]
+    latencies = [float(row[0]) for row in rows]
+    errors = sum(not row[6].startswith("2") for row in rows)
+    elapsed = max(
+        (float(row[7]) + float(row[0]) for row in rows), default=seconds
+    )
+    return Result(
+        len(rows),
+        elapsed,
+        errors,
+        percentile(latencies, 50) * 1e3,
+        percentile(latencies, 99) * 1e3,
+    )
+
+
+def request_maker(load: Load) -> Callable[[], bytes]:
+    def flower() -> str:
+        return FLOWER % tuple(random.uniform(0.1, 8.0) for _ in range(4))
+
+    def with_body(body: bytes) -> bytes:
+        return (
+            f"{load.method} {load.path} HTTP/1.1\r\nHost: bench\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    if not load.varies:
+        static = with_body(load.body or b"")
+        return lambda: static
+    if load.items == 0:
+        return lambda: with_body(flower().encode())
+
+    def batch() -> bytes:
+        flowers = ",".join(flower() for _ in range(load.items))
+        return with_body(('{"items":[' + flowers + "]}").encode())
+
+    return batch
+
+
+async def python_load(port, load, concurrency, seconds, max_requests):
+    """A minimal keep-alive HTTP/1.1 client, one coroutine per connection."""
+    make_request = request_maker(load)
+    latencies: list[float] = []
+    errors = 0
+    budget = max_requests
+    length = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def connection():
+        nonlocal errors, budget
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline and budget > 0:
+                budget -= 1
+                request = make_request()
+                sent = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(length.search(head).group(1)))
+                latencies.append(time.perf_counter() - sent)
+                errors += not head.startswith(b"HTTP/1.1 2")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return Result(
+        len(latencies),
+        time.perf_counter() - start,
+        errors,
+        percentile(latencies, 50) * 1e3,
+        percentile(latencies, 99) * 1e3,
+    )
+
+
+def run_python(port, load, concurrency, seconds, max_requests) -> Result:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return runner(python_load(port, load, concurrency, seconds, max_requests))
+
+
+def pick_tool(wanted: str) -> Callable[[Load], Callable]:
+    """The generator for a load: wrk for all, else hey for constant bodies."""
+    have = {name: shutil.which(name) is not None for name in ("wrk", "hey")}
+    if wanted != "auto" and wanted != "python" and not have[wanted]:
+        raise SystemExit(f"{wanted} is not installed; try --tool python.")
+
+    def tool_for(load: Load) -> Callable:
+        if wanted in ("auto", "wrk") and have["wrk"]:
+            return run_wrk
+        if wanted in ("auto", "hey") and have["hey"] and not load.varies:
+            return run_hey
+        return run_python
+
+    return tool_for
+
+
+WARM_UP_REQUESTS = 2000
+
+
+def drive(tool, port, load, concurrency, seconds, max_requests) -> Result:
+    """A short warm-up (bounded in requests too), then the measured run."""
+    run = tool(load)
+    run(port, load, concurrency, min(1.0, seconds / 4), WARM_UP_REQUESTS)
+    return run(port, load, concurrency, seconds, max_requests)
+
+
+# --- figures, targets, report ------------------------------------------------
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    ratio: float | None = None  # to the in-process limit
+    target: str = ""
+    passed: bool | None = None
+    errors: int = 0
+
+
+def load_point(name, result: Result, limit: float, items=1) -> Figure:
+    value = result.per_s * items
+    return Figure(
+        name,
+        value,
+        "items/s" if items > 1 else "req/s",
+        result.p50_ms,
+        result.p99_ms,
+        value / limit,
+        errors=result.errors,
+    )
+
+
+def judge(figures: dict[str, Figure], limit: dict[str, float]) -> None:
+    """Set target and passed on the figures the issue sets targets for."""
+
+    def check(name, target, passed):
+        if name in figures:
+            figures[name].target = target
+            figures[name].passed = bool(passed)
+
+    predict = figures.get(PREDICT)
+    naive = figures.get(NAIVE)
+    if predict is not None:
+        vs_naive = predict.value / naive.value if naive else float("nan")
+        check(
+            PREDICT,
+            f">=0.6x limit, >=3x naive ({vs_naive:.1f}x), p99<=15ms",
+            predict.ratio >= 0.6
+            and (naive is None or vs_naive >= 3)
+            and predict.p99_ms <= 15,
+        )
+    if BATCH in figures:
+        check(BATCH, ">=0.4x limit (batch 256)", figures[BATCH].ratio >= 0.4)
+    if CACHED in figures and HEALTH in figures:
+        share = figures[CACHED].value / figures[HEALTH].value
+        check(CACHED, f">=0.9x /health ({share:.2f}x)", share >= 0.9)
+    if COLD_START in figures:
+        check(COLD_START, "<=2 s", figures[COLD_START].value <= 2.0)
+
+
+def table(figures: list[Figure], limit: dict[str, float]) -> str:
+    def number(value, digits=0):
+        return "-" if value is None else f"{value:,.{digits}f}"
+
+    lines = [
+        f"limit (in-process, 1 thread): {limit['single_per_s']:,.0f} "
+        f"predictions/s at batch 1, {limit['batch_items_per_s']:,.0f} "
+        f"items/s at batch {BATCH_ITEMS}",
+        f"{'figure':<36} {'value':>10} {'unit':<7} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'x limit':>7}  {'target':<8} result",
+    ]
+    for f in figures:
+        verdict = {None: "", True: "pass", False: "MISS"}[f.passed]
+        errors = f"  ({f.errors} errors)" if f.errors else ""
+        lines.append(
+            f"{f.name:<36} {number(f.value, 2 if f.unit == 's' else 0):>10}"
+            f" {f.unit:<7} {number(f.p50_ms, 2):>7} {number(f.p99_ms, 2):>7}"
+            f" {number(f.ratio, 2):>7}  {verdict:<4} {f.target}{errors}"
+        )
+    return "\n".join(lines)
+
+
+def plot(figures: list[Figure], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    rated = [f for f in figures if f.ratio is not None]
+    timed = [f for f in figures if f.p99_ms is not None]
+    fig, (left, right) = pyplot.subplots(
+        1, 2, figsize=(13, 0.45 * len(rated) + 1.5)
+    )
+    colours = [
+        {True: "tab:green", False: "tab:red"}.get(f.passed, "tab:blue")
+        for f in rated
+    ]
+    left.barh([f.name for f in rated], [f.ratio for f in rated], color=colours)
+    left.axvline(1.0, color="black", linewidth=0.8)
+    left.set_xlabel("throughput / in-process limit")
+    left.invert_yaxis()
+    right.barh([f.name for f in timed], [f.p99_ms for f in timed])
+    right.axvline(15, color="tab:red", linestyle="--", linewidth=0.8)
+    right.set_xlabel("p99 latency (ms); dashed: 15 ms target")
+    right.set_xscale("log")
+    right.invert_yaxis()
+    fig.suptitle("make bench: service vs the model's own speed (1 worker)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot.close(fig)
+
+
+def write_report(figures, limit, out: Path, run: dict) -> None:
+    """The same figures as the table, as JSON and as a plot."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        **run,
+        "limit": limit,
+        "figures": [asdict(f) for f in figures],
+    }
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(figures, out / "bench.png")
+
+
+# --- the run -----------------------------------------------------------------
+
+
+def run_bench(
+    artifacts: Path,
+    seconds: float,
+    tool: str = "auto",
+    max_requests: int = 1_000_000,
+    naive: bool = True,
+) -> tuple[dict[str, float], list[Figure]]:
+    settings = get_settings().model_copy(update={"artifacts_dir": artifacts})
+    limit = measure_limit(max(0.5, min(seconds, 2.0)), settings)
+    single, batch_limit = limit["single_per_s"], limit["batch_items_per_s"]
+    tool_for = pick_tool(tool)
+    figures: dict[str, Figure] = {}
+
+    def point(name, port, load, concurrency, limit=single, items=1):
+        result = drive(
+            tool_for, port, load, concurrency, seconds, max_requests
+        )
+        figures[name] = load_point(name, result, limit, items)
+
+    flower = Load("/predict")
+    for batching in ("on", "off"):
+        env = {"MICRO_BATCHING": "true" if batching == "on" else "false"}
+        with serve(f"{PACKAGE}.api.main:create_app()", artifacts, **env) as s:
+            if batching == "on":
+                figures[COLD_START] = Figure(COLD_START, s.cold_start_s, "s")
+            for c in CONCURRENCIES:
+                name = f"/predict c={c} batching {batching}"
+                point(name, s.port, flower, c)
+            if batching == "off":
+                continue
+            point(
+                BATCH,
+                s.port,
+                Load("/batch-predict", items=BATCH_ITEMS),
+                BATCH_CONCURRENCY,
+                batch_limit,
+                BATCH_ITEMS,
+            )
+            body = FLOWER % (5.1, 3.5, 1.4, 0.2)
+            point(CACHED, s.port, Load("/predict", body=body.encode()), 64)
+            point(HEALTH, s.port, Load("/health", method="GET"), 64)
+    if naive:
+        with serve(f"{PACKAGE}.bench:naive_app()", artifacts) as s:
+            point(NAIVE, s.port, flower, 64)
+    judge(figures, limit)
+    first = [PREDICT, NAIVE]  # the headline, then the rest as measured
+    ranked = [figures[n] for n in first if n in figures] + [
+        f for n, f in figures.items() if n not in first
+    ]
+    return limit, ranked
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=5.0,
+        help="seconds per load point (default 5; 1 for a smoke run)",
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=1_000_000,
+        help="requests per load point at most",
+    )
+    parser.add_argument(
+        "--tool", choices=["auto", "wrk", "hey", "python"], default="auto"
+    )
+    parser.add_argument(
+        "--artifacts", type=Path, default=get_settings().artifacts_dir
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when a target is missed",
+    )
+    args = parser.parse_args(argv)
+    limit, figures = run_bench(
+        args.artifacts, args.duration, args.tool, args.max_requests
+    )
+    print(table(figures, limit))
+    write_report(
+        figures,
+        limit,
+        args.out,
+        {"duration_s": args.duration, "tool": args.tool},
+    )
+    print(f"Wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}.")
+    missed = [f.name for f in figures if f.passed is False]
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

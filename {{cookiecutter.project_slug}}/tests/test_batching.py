@@ -1,0 +1,125 @@
+"""Micro-batching: the same answers as one by one, in order, each caller
+its own result or its own error, and batches within their bound."""
+
+import asyncio
+
+import pytest
+from fastapi.testclient import TestClient
+
+from {{ cookiecutter.package_name }}.api.batching import MicroBatcher
+from {{ cookiecutter.package_name }}.api.main import create_app
+from {{ cookiecutter.package_name }}.predict import Predictor
+
+from .conftest import assert_same_predictions, make_settings
+
+
+@pytest.fixture(scope="module")
+def predictor(artifacts):
+    return Predictor.load(make_settings(artifacts))
+
+
+@pytest.fixture(scope="module")
+def rows(dataset):
+    _, _, x, _ = dataset
+    return [tuple(map(float, row)) for row in x]
+
+
+class Recorder:
+    """predict_rows that records each call's rows (and may fail)."""
+
+    def __init__(self, predict_rows=None, fails_on=None):
+        self.predict_rows = predict_rows or (lambda rows: list(rows))
+        self.fails_on = fails_on
+        self.calls: list[list] = []
+
+    def __call__(self, rows):
+        self.calls.append(list(rows))
+        if self.fails_on in rows:
+            raise ValueError(f"cannot predict {self.fails_on}")
+        return self.predict_rows(rows)
+
+
+async def predict_all(batcher, rows):
+    return await asyncio.gather(
+        *(batcher.predict(row) for row in rows), return_exceptions=True
+    )
+
+
+@pytest.mark.parametrize("max_batch", [1, 7, 256])
+def test_batched_answers_equal_single_answers_in_order(
+    predictor, rows, max_batch
+):
+    recorder = Recorder(predictor.predict_rows)
+    batched = asyncio.run(predict_all(MicroBatcher(recorder, max_batch), rows))
+    singles = [predictor.predict_rows([row])[0] for row in rows]
+    assert_same_predictions(batched, singles)
+    assert max(len(call) for call in recorder.calls) <= max_batch
+    if max_batch > 1:
+        assert len(recorder.calls) < len(rows)  # they did share calls
+
+
+@pytest.mark.parametrize("max_batch", [1, 4, 8, 100])
+@pytest.mark.parametrize("callers", [1, 9, 64])
+def test_a_batch_never_exceeds_its_bound(max_batch, callers):
+    recorder = Recorder()
+    rows = [(float(i),) for i in range(callers)]
+    answers = asyncio.run(predict_all(MicroBatcher(recorder, max_batch), rows))
+    assert answers == rows
+    assert all(len(call) <= max_batch for call in recorder.calls)
+    assert sum(len(call) for call in recorder.calls) == callers
+
+
+@pytest.mark.parametrize("bad", [0, 17, 63])
+def test_one_failing_item_fails_only_its_own_caller(bad):
+    rows = [(float(i),) for i in range(64)]
+    recorder = Recorder(fails_on=rows[bad])
+    answers = asyncio.run(predict_all(MicroBatcher(recorder, 64), rows))
+    assert isinstance(answers[bad], ValueError)
+    assert answers[:bad] + answers[bad + 1 :] == rows[:bad] + rows[bad + 1 :]
+    # Retries split the batch: no call is ever bigger than the first one.
+    assert all(len(call) <= 64 for call in recorder.calls)
+
+
+def test_a_wrong_number_of_results_is_an_error_not_a_hang():
+    batcher = MicroBatcher(lambda rows: [], 8)
+    answers = asyncio.run(predict_all(batcher, [(1.0,), (2.0,)]))
+    assert all(isinstance(answer, RuntimeError) for answer in answers)
+
+
+def test_a_lone_request_is_answered_on_the_next_loop_turns():
+    """Concurrency 1: no timer, no waiting for company."""
+    recorder = Recorder()
+
+    async def lone():
+        task = asyncio.ensure_future(
+            MicroBatcher(recorder, 64).predict((1.0,))
+        )
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return task.done() and task.result()
+
+    assert asyncio.run(lone()) == (1.0,)
+    assert recorder.calls == [[(1.0,)]]
+
+
+@pytest.mark.parametrize("micro_batching", [True, False])
+def test_batch_endpoint_splits_big_batches_and_keeps_order(
+    artifacts, dataset, micro_batching
+):
+    features, _, x, _ = dataset
+    items = [dict(zip(features, map(float, row))) for row in x[:10]]
+    settings = make_settings(
+        artifacts,
+        max_micro_batch=3,
+        cache_size=0,
+        micro_batching=micro_batching,
+    )
+    with TestClient(create_app(settings)) as client:
+        service = client.app.state.service
+        recorder = Recorder(service.predict_rows)
+        service.predict_rows = recorder
+        batch = client.post("/batch-predict", json={"items": items})
+        singles = [client.post("/predict", json=i).json() for i in items]
+    assert batch.status_code == 200
+    assert_same_predictions(batch.json()["predictions"], singles)
+    assert max(len(call) for call in recorder.calls) <= 3

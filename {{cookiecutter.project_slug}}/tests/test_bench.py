@@ -1,0 +1,73 @@
+"""`make bench` works: its pieces, briefly (the figures are not asserted:
+timing belongs to the benchmark, not to the tests)."""
+
+import json
+import shutil
+
+import pytest
+
+from {{ cookiecutter.package_name }} import bench
+
+from .conftest import make_settings
+
+
+def test_the_limit_is_measured_in_process(artifacts):
+    limit = bench.measure_limit(0.1, make_settings(artifacts))
+    assert limit["single_per_s"] > 0 and limit["batch_items_per_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def server(artifacts):
+    with bench.serve(f"{bench.PACKAGE}.api.main:create_app()", artifacts) as s:
+        yield s
+
+
+TOOLS = [
+    pytest.param(bench.run_python, id="python"),
+    pytest.param(
+        bench.run_wrk,
+        id="wrk",
+        marks=pytest.mark.skipif(not shutil.which("wrk"), reason="no wrk"),
+    ),
+    pytest.param(
+        bench.run_hey,
+        id="hey",
+        marks=pytest.mark.skipif(not shutil.which("hey"), reason="no hey"),
+    ),
+]
+LOADS = [
+    pytest.param(bench.Load("/predict"), id="varying"),
+    pytest.param(bench.Load("/batch-predict", items=8), id="batch"),
+    pytest.param(bench.Load("/health", method="GET"), id="health"),
+]
+
+
+@pytest.mark.parametrize("load", LOADS)
+@pytest.mark.parametrize("run", TOOLS)
+def test_a_short_load_point_against_a_live_server(server, run, load):
+    if run is bench.run_hey and load.varies:
+        pytest.skip("hey sends constant bodies only")
+    result = run(server.port, load, 4, 1, 200)
+    assert 0 < result.requests <= 200 + 4  # the count limit holds
+    assert result.errors == 0
+    assert result.p50_ms <= result.p99_ms
+
+
+def test_the_report_has_the_table_json_and_plot(tmp_path):
+    limit = {"single_per_s": 10_000.0, "batch_items_per_s": 500_000.0}
+    result = bench.Result(5000, 1.0, 0, 5.0, 12.0)
+    figures = {
+        bench.PREDICT: bench.load_point(bench.PREDICT, result, 10_000),
+        bench.NAIVE: bench.load_point(
+            bench.NAIVE, bench.Result(1000, 1.0, 0, 50.0, 90.0), 10_000
+        ),
+        bench.COLD_START: bench.Figure(bench.COLD_START, 1.5, "s"),
+    }
+    bench.judge(figures, limit)
+    assert figures[bench.PREDICT].passed is False  # 0.5x the limit
+    assert figures[bench.COLD_START].passed is True
+    text = bench.table(list(figures.values()), limit)
+    assert bench.PREDICT in text and "MISS" in text and "pass" in text
+    bench.write_report(list(figures.values()), limit, tmp_path, {})
+    assert json.loads((tmp_path / "bench.json").read_text())["figures"]
+    assert (tmp_path / "bench.png").stat().st_size > 0

@@ -1,0 +1,89 @@
+"""The prediction cache: bounded, identical bodies on a hit, counted, shared
+through a real Redis, and a Redis outage is a warning, never an error."""
+
+import logging
+import random
+
+import pytest
+from fastapi.testclient import TestClient
+
+from {{ cookiecutter.package_name }}.api.cache import LocalCache
+from {{ cookiecutter.package_name }}.api.main import create_app
+
+from .conftest import free_port, make_settings
+
+
+def a_flower() -> dict:
+    """Fresh measurements, so no other test (or run) has cached them."""
+    names = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+    return {name: round(random.uniform(0.5, 7.5), 6) for name in names}
+
+
+def test_local_cache_is_bounded_and_keeps_the_recently_used():
+    cache = LocalCache(3)
+    for key in "abc":
+        cache.put(key, key.encode())
+    assert cache.get("a") == b"a"  # now the most recent
+    cache.put("d", b"d")
+    assert len(cache) == 3
+    assert cache.get("b") is None  # the least recently used went
+    assert [cache.get(k) for k in "acd"] == [b"a", b"c", b"d"]
+
+
+def test_a_zero_size_cache_stores_nothing():
+    cache = LocalCache(0)
+    cache.put("a", b"a")
+    assert len(cache) == 0 and cache.get("a") is None
+
+
+def test_hits_return_identical_bodies_and_move_the_counters(artifacts):
+    flower = a_flower()
+    with TestClient(create_app(make_settings(artifacts))) as client:
+        cache = client.app.state.service.cache
+        first = client.post("/predict", json=flower)
+        assert (cache.hits["local"], cache.misses) == (0, 1)
+        second = client.post("/predict", json=flower)
+        batch = client.post("/batch-predict", json={"items": [flower] * 2})
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert batch.content == b'{"predictions":[%s,%s]}' % (
+        first.content,
+        first.content,
+    )
+    assert (cache.hits["local"], cache.misses) == (3, 1)
+
+
+def test_replicas_share_hits_through_redis(artifacts, redis_url):
+    flower = a_flower()
+    settings = make_settings(artifacts, cache_url=redis_url)
+    with (
+        TestClient(create_app(settings)) as one,
+        TestClient(create_app(settings)) as other,
+    ):
+        computed = one.post("/predict", json=flower)
+        shared = other.post("/predict", json=flower)
+        one_cache = one.app.state.service.cache
+        other_cache = other.app.state.service.cache
+    assert computed.status_code == shared.status_code == 200
+    assert computed.content == shared.content
+    assert one_cache.misses == 1 and one_cache.hits["redis"] == 0
+    assert other_cache.misses == 0 and other_cache.hits["redis"] == 1
+
+
+@pytest.mark.parametrize("route", ["/predict", "/batch-predict"])
+def test_a_redis_outage_degrades_to_the_local_cache(artifacts, caplog, route):
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    flower = a_flower()
+    body = flower if route == "/predict" else {"items": [flower]}
+    settings = make_settings(artifacts, cache_url=closed)
+    with (
+        caplog.at_level(logging.WARNING),
+        TestClient(create_app(settings)) as client,
+    ):
+        answers = [client.post(route, json=body) for _ in range(3)]
+        cache = client.app.state.service.cache
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[0].content == answers[2].content
+    assert cache.hits["local"] == 2  # served locally while Redis is away
+    warnings = [r for r in caplog.records if "Redis" in r.getMessage()]
+    assert len(warnings) == 1  # one warning, then a pause before retrying
