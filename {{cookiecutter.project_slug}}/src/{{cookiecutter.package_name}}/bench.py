@@ -518,7 +518,7 @@ def plot(figures: list[Figure], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import pyplot, ticker
 
     rated = [f for f in figures if f.ratio is not None]
     timed = [f for f in figures if f.p99_ms is not None]
@@ -537,6 +537,7 @@ def plot(figures: list[Figure], path: Path) -> None:
     right.axvline(15, color="tab:red", linestyle="--", linewidth=0.8)
     right.set_xlabel("p99 latency (ms); dashed: 15 ms target")
     right.set_xscale("log")
+    right.xaxis.set_minor_formatter(ticker.NullFormatter())
     right.invert_yaxis()
     fig.suptitle("make bench: service vs the model's own speed (1 worker)")
     fig.tight_layout()
