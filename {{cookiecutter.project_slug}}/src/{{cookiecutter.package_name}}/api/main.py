@@ -150,6 +150,8 @@ class Service:
                 log_file, FEATURES, settings.prediction_log_max_bytes
             ),
         )
+        # Recompute drift in the background too, so its gauges stay fresh.
+        self.monitor.refresh_every(settings.drift_cache_s)
         info = predictor.info()
         metrics.MODEL_INFO.labels(
             __version__,

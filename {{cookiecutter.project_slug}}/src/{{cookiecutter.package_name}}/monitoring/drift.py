@@ -1,17 +1,23 @@
 """Data drift and prediction drift against the training reference.
 
 The request path only appends to bounded deques (O(1) per item). The
-statistics run when `/monitoring/drift` is read, at most once per
-`drift_cache_s`:
+statistics run off it, at most once per `drift_cache_s`: when
+`/monitoring/drift` is read, and on a timer in each worker so that the
+Prometheus gauges stay current when nobody reads it:
 - per feature, a two-sample Kolmogorov-Smirnov test of the recent window
-  against the reference sample, Bonferroni-corrected over the features;
-- the predicted classes against the training distribution (chi-square) and
-  the mean confidence against the reference's.
-Each worker keeps its own window: the answer names the worker (pid) and its
-window size. Below `drift_min_samples` the answer is "insufficient_data".
+  against the reference sample;
+- the predicted classes against the classes predicted on the training
+  inputs (chi-square), and the mean confidence against the reference's.
+A Bonferroni correction spans all these tests (features + classes), so a
+window drawn from the reference distribution is flagged at most `p_value`
+of the time. Each worker keeps its own window: the answer names the worker
+(pid) and its window size. Below `drift_min_samples` the answer is
+"insufficient_data".
 """
 
+import asyncio
 import csv
+import logging
 import os
 import time
 from collections import deque
@@ -21,34 +27,48 @@ from pathlib import Path
 import numpy as np
 import orjson
 from prometheus_client import Gauge
+from scipy.stats import chi2_contingency, ks_2samp
 
 from .prediction_log import PredictionLog
 
+logger = logging.getLogger(__name__)
+
+# Labelled gauges: a worker adds samples only once it has computed drift.
 DRIFT_P_VALUE = Gauge(
     "drift_feature_p_value",
-    "KS-test p-value of the recent window against the reference.",
+    "KS-test p-value of the recent window against the reference "
+    "(lowest over the workers).",
     ["feature"],
     multiprocess_mode="livemin",
 )
 DRIFT_DETECTED = Gauge(
     "drift_detected",
-    "1 when any feature or the predicted classes drifted.",
+    "1 when any worker's window drifted: kind=data (a feature) or "
+    "kind=prediction (the predicted classes).",
     ["kind"],
     multiprocess_mode="livemax",
 )
 MEAN_CONFIDENCE = Gauge(
     "prediction_mean_confidence",
-    "Mean confidence of the recent window's predictions.",
+    "Mean confidence of the predictions: window=recent (lowest over the "
+    "workers) or window=reference (the training inputs).",
+    ["window"],
     multiprocess_mode="livemin",
 )
 
 
 def load_reference(path: Path):
     """Reference inputs, predicted labels and confidences from training."""
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        rows = list(reader)
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            rows = list(reader)
+    except (OSError, StopIteration) as error:
+        raise FileNotFoundError(
+            f"Drift reference {path} is missing or empty ({error}); "
+            "run `make train`."
+        ) from error
     features = header[:-2]
     inputs = np.array([[float(v) for v in r[:-2]] for r in rows])
     labels = [r[-2] for r in rows]
@@ -56,10 +76,8 @@ def load_reference(path: Path):
     return features, inputs, labels, confidences
 
 
-def feature_drift(reference, recent, names, alpha: float) -> dict:
-    from scipy.stats import ks_2samp
-
-    threshold = alpha / len(names)  # Bonferroni over the features
+def feature_drift(reference, recent, names, threshold: float) -> dict:
+    """KS statistic and p-value per feature; drift below `threshold`."""
     result = {}
     for j, name in enumerate(names):
         test = ks_2samp(reference[:, j], recent[:, j])
@@ -71,22 +89,34 @@ def feature_drift(reference, recent, names, alpha: float) -> dict:
     return result
 
 
-def class_drift(reference_labels, recent_labels, classes, alpha: float):
-    from scipy.stats import chisquare
+def class_drift(reference_labels, recent_labels, classes, threshold: float):
+    """Chi-square of the recent predicted classes against the reference's.
 
-    expected_share = np.array(
-        [reference_labels.count(c) for c in classes], dtype=float
+    A two-sample test (a 2 x classes contingency table): the reference is a
+    sample too, and taking its shares as exact would alarm more often than
+    `threshold` as the window grows.
+    """
+    counts = np.array(
+        [
+            [reference_labels.count(c) for c in classes],
+            [recent_labels.count(c) for c in classes],
+        ]
     )
-    # A class never predicted in training still gets a sliver of mass.
-    expected_share = (expected_share + 0.5) / (expected_share + 0.5).sum()
-    observed = np.array([recent_labels.count(c) for c in classes], float)
-    test = chisquare(observed, expected_share * observed.sum())
+    seen = counts.sum(axis=0) > 0
+    if seen.sum() > 1:
+        test = chi2_contingency(counts[:, seen], correction=False)
+        statistic, p_value = float(test.statistic), float(test.pvalue)
+    else:  # one class in both samples: nothing to compare
+        statistic, p_value = 0.0, 1.0
+    reference_share = counts[0] / max(counts[0].sum(), 1)
     return {
-        "statistic": float(test.statistic),
-        "p_value": float(test.pvalue),
-        "drift": bool(test.pvalue < alpha),
-        "recent": dict(zip(classes, observed.astype(int).tolist())),
-        "reference_share": dict(zip(classes, expected_share.round(4))),
+        "statistic": statistic,
+        "p_value": p_value,
+        "drift": bool(p_value < threshold),
+        "recent": dict(zip(classes, counts[1].tolist())),
+        "reference_share": dict(
+            zip(classes, reference_share.round(4).tolist())
+        ),
     }
 
 
@@ -110,6 +140,8 @@ class DriftMonitor:
         self.classes = list(classes)
         self.min_samples = min_samples
         self.p_value = p_value
+        # Bonferroni over every test: one per feature, one for the classes.
+        self.test_threshold = p_value / (len(self.features) + 1)
         self.cache_s = cache_s
         self.log = log
         self.inputs: deque[tuple] = deque(maxlen=window)
@@ -117,6 +149,7 @@ class DriftMonitor:
         self.outputs: deque[bytes] = deque(maxlen=window)
         self._report: dict | None = None
         self._report_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def observe(self, rows: Sequence[tuple], encoded: Sequence[bytes]):
         """Request path: O(1) per item (cached answers included)."""
@@ -131,37 +164,65 @@ class DriftMonitor:
             self._report, self._report_at = self.compute(), now
         return self._report
 
+    def refresh_every(self, seconds: float) -> None:
+        """Recompute on the running event loop every `seconds` (a few ms
+        for a 1000-item window), so the gauges a scrape reads are fresh."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a script): /monitoring/drift still computes
+        if seconds <= 0:
+            return
+
+        def tick():
+            try:
+                self.report()
+            except Exception:  # a bad window must not stop the timer
+                logger.exception("Drift computation failed")
+            self._timer = loop.call_later(seconds, tick)
+
+        self._timer = loop.call_later(seconds, tick)
+
     def compute(self) -> dict:
-        n = len(self.inputs)
+        inputs, outputs = list(self.inputs), list(self.outputs)
+        n = len(inputs)
         answer = {
+            "scope": "worker",
             "worker_pid": os.getpid(),
             "window_size": n,
             "window_capacity": self.inputs.maxlen,
             "min_samples": self.min_samples,
             "p_value_threshold": self.p_value,
+            "per_test_threshold": self.test_threshold,
             "reference_size": len(self.reference),
+            "computed_at": time.time(),
         }
         if n < self.min_samples:
             return {**answer, "status": "insufficient_data"}
         features = feature_drift(
-            self.reference, np.array(self.inputs), self.features, self.p_value
+            self.reference,
+            np.array(inputs, dtype=float),
+            self.features,
+            self.test_threshold,
         )
-        predictions = [orjson.loads(encoded) for encoded in self.outputs]
+        predictions = [orjson.loads(encoded) for encoded in outputs]
         classes = class_drift(
             self.reference_labels,
             [p["label"] for p in predictions],
             self.classes,
-            self.p_value,
+            self.test_threshold,
         )
         mean_confidence = float(
             np.mean([p["confidence"] for p in predictions])
         )
+        reference_confidence = float(self.reference_confidences.mean())
         data_drift = any(f["drift"] for f in features.values())
         for name, figures in features.items():
             DRIFT_P_VALUE.labels(name).set(figures["p_value"])
         DRIFT_DETECTED.labels("data").set(int(data_drift))
         DRIFT_DETECTED.labels("prediction").set(int(classes["drift"]))
-        MEAN_CONFIDENCE.set(mean_confidence)
+        MEAN_CONFIDENCE.labels("recent").set(mean_confidence)
+        MEAN_CONFIDENCE.labels("reference").set(reference_confidence)
         return {
             **answer,
             "status": "drift" if data_drift or classes["drift"] else "ok",
@@ -169,7 +230,5 @@ class DriftMonitor:
             "features": features,
             "prediction_drift": classes,
             "mean_confidence": mean_confidence,
-            "reference_mean_confidence": float(
-                self.reference_confidences.mean()
-            ),
+            "reference_mean_confidence": reference_confidence,
         }

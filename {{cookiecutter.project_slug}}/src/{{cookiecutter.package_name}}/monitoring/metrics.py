@@ -1,8 +1,11 @@
 """Prometheus metrics of the service, correct with several workers.
 
-With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py sets a fresh one per
+With PROMETHEUS_MULTIPROC_DIR set (gunicorn_conf.py sets a fresh one per
 start), every worker writes its values to files there and `/metrics`
 aggregates them, so a scrape that lands on any worker sees all of them.
+Every gauge names how workers combine (`multiprocess_mode`), and the
+per-worker gauges carry labels, so a worker that has not set one yet adds
+no sample (an unlabelled gauge would add a 0 from every worker).
 """
 
 import os
@@ -24,8 +27,8 @@ REQUESTS = Counter(
 )
 LATENCY = Histogram(
     "http_request_duration_seconds",
-    "Time from request to complete response, by route.",
-    ["route"],
+    "Time from request to complete response, by route and status.",
+    ["route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 IN_FLIGHT = Gauge(
@@ -97,8 +100,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             IN_FLIGHT.dec()
-            LATENCY.labels(route).observe(time.perf_counter() - start)
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
+            code = str(status)
+            LATENCY.labels(route, code).observe(time.perf_counter() - start)
+            REQUESTS.labels(route, scope["method"], code).inc()
 
 
 def render() -> tuple[bytes, str]:

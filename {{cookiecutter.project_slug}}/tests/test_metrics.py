@@ -1,0 +1,245 @@
+"""Prometheus /metrics: what it exposes, that the shipped dashboard and
+alerts ask only for what it exposes, and that it adds up over workers."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "{{ cookiecutter.package_name }}"
+SETOSA = {
+    "sepal_length": 5.1,
+    "sepal_width": 3.5,
+    "petal_length": 1.4,
+    "petal_width": 0.2,
+}
+
+
+def parse(text: str) -> list:
+    """(name, labels, value) of every sample in an exposition."""
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def value(text: str, name: str, **labels) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(
+        v
+        for n, sample_labels, v in parse(text)
+        if n == name and labels.items() <= sample_labels.items()
+    )
+
+
+def scrape(client) -> str:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text
+
+
+def test_requests_are_counted_and_timed_per_route_and_status(client):
+    before = scrape(client)
+    client.post("/predict", json=SETOSA)
+    client.post("/predict", json={**SETOSA, "petal_width": -1})
+    after = scrape(client)
+    for status in ("200", "422"):
+        route = {"route": "/predict", "status": status}
+        assert (
+            value(after, "http_requests_total", method="POST", **route)
+            - (value(before, "http_requests_total", method="POST", **route))
+            == 1
+        )
+        timed = "http_request_duration_seconds_count"
+        assert (
+            value(after, timed, **route) - value(before, timed, **route) == 1
+        )
+    # The scrape itself is in flight while it renders.
+    assert value(after, "http_requests_in_flight") >= 1
+
+
+def test_batches_cache_and_inference_are_measured(client):
+    names = {
+        "batches": "micro_batch_size_count",
+        "items": "micro_batch_size_sum",
+        "inference": "model_inference_seconds_count",
+        "misses": "prediction_cache_misses_total",
+        "hits": "prediction_cache_hits_total",
+    }
+    before = scrape(client)
+    item = {**SETOSA, "sepal_length": 4.4}
+    client.post("/predict", json=item)  # computed: one batch of one
+    client.post("/predict", json=item)  # answered from the cache
+    after = scrape(client)
+    delta = {k: value(after, n) - value(before, n) for k, n in names.items()}
+    assert delta == {
+        "batches": 1,
+        "items": 1,
+        "inference": 1,
+        "misses": 1,
+        "hits": 1,
+    }
+    assert value(after, "prediction_cache_hits_total", layer="local") >= 1
+
+
+def test_model_info_names_the_served_model(client, artifacts):
+    version = json.loads((artifacts / "preprocessing.json").read_text())
+    info = value(
+        scrape(client),
+        "model_info",
+        model_version=version["version"],
+        device="cpu",
+    )
+    assert info == 1
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (label matchers, ranges,
+    grouping clauses, functions and strings left out)."""
+    expr = re.sub(r'"[^"]*"|\{[^}]*\}|\[[^\]]*\]', " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", expr)
+    words = re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", expr)
+    keywords = {"and", "or", "unless", "bool", "offset"}
+    return {
+        word[1]
+        for word in words
+        if not word[2] and word[1] not in keywords  # word[2]: a function
+    }
+
+
+def dashboard_and_alert_queries() -> list[str]:
+    exprs = []
+    for path in (ROOT / "deploy" / "grafana").glob("*.json"):
+        for panel in json.loads(path.read_text())["panels"]:
+            exprs += [t["expr"] for t in panel.get("targets", [])]
+    for path in (ROOT / "deploy" / "prometheus").glob("alerts*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            exprs += [rule["expr"] for rule in group["rules"]]
+    return exprs
+
+
+def test_dashboard_and_alerts_ask_only_for_exported_metrics(client):
+    items = [{**SETOSA, "sepal_length": 4.5 + i / 10} for i in range(30)]
+    client.post("/batch-predict", json={"items": items})
+    client.post("/predict", json=SETOSA)
+    client.post("/predict", json=SETOSA)
+    assert client.get("/monitoring/drift").json()["status"] != (
+        "insufficient_data"
+    )
+    exported = {name for name, _, _ in parse(scrape(client))}
+    exported.add("up")  # written by Prometheus itself
+    exprs = dashboard_and_alert_queries()
+    assert len(exprs) >= 10
+    used = set().union(*map(promql_metric_names, exprs))
+    assert "drift_detected" in used and "http_requests_total" in used
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+
+
+def get(url: str, body: dict | None = None, timeout: float = 10):
+    """One request on its own connection, so the kernel picks a worker."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data, {"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, response.read()
+
+
+def wait_for(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    pytest.fail(f"Timed out after {seconds} s waiting for {what}")
+
+
+@pytest.fixture
+def two_workers(artifacts, tmp_path):
+    """`make production` with two gunicorn workers, on a free port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": "2",
+        "ARTIFACTS_DIR": str(artifacts),
+        "DEVICE": "cpu",
+        "DRIFT_CACHE_S": "0",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn"]
+        + ["-c", f"python:{PACKAGE}.gunicorn_conf"]
+        + [f"{PACKAGE}.api.main:create_app()"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", tmp_path / "gunicorn.log"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+        log.close()
+
+
+def test_two_workers_add_up_to_every_request(two_workers):
+    url, log = two_workers
+    windows = {}  # worker pid -> items in its drift window
+
+    def both_workers_answered():
+        answer = json.loads(get(f"{url}/monitoring/drift")[1])
+        windows[answer["worker_pid"]] = answer["window_size"]
+        return len(windows) == 2
+
+    wait_for(both_workers_answered, 60, f"two workers (log: {log})")
+    n = 60
+    items = [{**SETOSA, "sepal_length": 4.0 + i / 20} for i in range(n)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda item: get(f"{url}/predict", item), items)
+        )
+    assert [status for status, _ in answers] == [200] * n
+
+    # Every scrape, whichever worker answers it, counts all n requests.
+    for _ in range(6):
+        text = get(f"{url}/metrics")[1].decode()
+        assert (
+            value(text, "http_requests_total", route="/predict", status="200")
+            == n
+        )
+        assert value(text, "micro_batch_size_sum") == n
+        assert value(text, "model_info") == 1  # livemax, not a sum
+
+    # Both workers served some of them: their drift windows add up to n.
+    windows.clear()
+    wait_for(both_workers_answered, 30, "both workers' drift windows")
+    assert sum(windows.values()) == n, windows
+    assert min(windows.values()) > 0, windows
