@@ -5,12 +5,18 @@
 # in the official image. Does nothing when the image is already there.
 #
 #   tests/container/base_image.sh [CACHE_DIR]     (root; buildah, debootstrap)
+#
+# Images live in CACHE_DIR/storage (vfs driver), apart from the machine's own
+# container storage: no clash with its driver, and `make clean` removes them.
 set -euo pipefail
 
 IMAGE=docker.io/library/python:3.11-slim
-CACHE=${1:-.cache/container}
+CACHE=$(realpath -m "${1:-.cache/container}")
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-buildah() { command buildah --storage-driver vfs "$@"; }
+buildah() {
+    command buildah --storage-driver vfs --root "$CACHE/storage" \
+        --runroot "$CACHE/runroot" "$@"
+}
 
 if buildah inspect --type image "$IMAGE" >/dev/null 2>&1; then
     echo "$IMAGE is already there"
