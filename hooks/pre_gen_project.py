@@ -8,6 +8,7 @@ import json
 import keyword
 import re
 import sys
+import unicodedata
 
 # What the generated project imports: a package of the same name would
 # shadow it (and `test`/`tests`/`src` collide with the project's layout).
@@ -31,6 +32,10 @@ PEP440 = re.compile(
 SLUG = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 MAX_SLUG, MAX_TEXT = 60, 200
+# Control characters and line/paragraph separators: YAML and Python read
+# them as line breaks (or refuse them) where an answer is written verbatim.
+LINE_BREAKING = {"Cc", "Zl", "Zp"}
+TEXT_FIELDS = ("project_name", "description", "author_name", "author_email")
 # cookiecutter.json's slug when the name has nothing to make one from.
 EMPTY_SLUG = "name-without-letters"
 SUPPORTED_PYTHON = {"3.11"}
@@ -41,12 +46,7 @@ NO_GPU_TARGETS = {"aws-ecs-fargate"}
 def check_project_name(name: str):
     if not name.strip():
         return "project_name is empty: give the project a name."
-    if len(name) > MAX_TEXT or any(ord(c) < 32 for c in name):
-        return (
-            f"project_name must be one line of at most {MAX_TEXT} "
-            "characters: shorten it."
-        )
-    return None
+    return check_text("project_name", name)
 
 
 def check_slug(slug: str):
@@ -107,11 +107,26 @@ def check_email(email: str):
 
 
 def check_text(field: str, value: str):
-    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
+    if len(value) > MAX_TEXT or any(
+        unicodedata.category(c) in LINE_BREAKING for c in value
+    ):
         return (
             f"{field} must be one line of at most {MAX_TEXT} characters: "
-            "shorten it."
+            "shorten it, without line breaks or control characters."
         )
+    return None
+
+
+def check_characters(field: str, value: str):
+    # Jinja's tojson writes U+10000 and above as surrogate pairs, which TOML
+    # rejects and Python reads as two broken characters.
+    for c in value:
+        if ord(c) > 0xFFFF or unicodedata.category(c) in ("Cn", "Cs"):
+            return (
+                f"{field} contains {c!r} (U+{ord(c):04X}, an emoji or "
+                "unassigned character) that pyproject.toml cannot hold: "
+                "remove it."
+            )
     return None
 
 
@@ -143,6 +158,7 @@ def problems(answers: dict) -> list[str]:
         check_email(answers["author_email"]),
         check_text("description", answers["description"]),
         check_text("author_name", answers["author_name"]),
+        *(check_characters(field, answers[field]) for field in TEXT_FIELDS),
         check_python(answers["python_version"]),
         check_accelerator_on_cloud(answers["accelerator"], answers["cloud"]),
     ]

@@ -397,14 +397,16 @@ def main(argv=None) -> int:
         help="stop after this many requests even if time is left",
     )
     parser.add_argument(
-        "--json", type=Path, help="also write the figures to this file"
+        "--json",
+        type=Path,
+        default=Path("reports/soak.json"),
+        help="also write the figures here (default reports/soak.json)",
     )
     args = parser.parse_args(argv)
     report = soak(args.duration, args.concurrency, args.max_requests)
     print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
     problems = verdict(report)
     for problem in problems:
         print(f"FAIL: {problem}", file=sys.stderr)
