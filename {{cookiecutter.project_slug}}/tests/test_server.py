@@ -31,25 +31,20 @@ HELD = 240  # requests in flight when SIGTERM arrives
 BATCH = 50  # items in each held /batch-predict
 
 
+def server_for(artifacts_dir, log_path) -> Server:
+    return Server(
+        log_path,
+        ARTIFACTS_DIR=str(artifacts_dir),
+        WEB_CONCURRENCY="1",
+        LOG_LEVEL="info",
+    )
+
+
 @pytest.fixture
-def start_server(artifacts, tmp_path):
-    """Start servers on free ports; each is killed at the end, whatever
-    the test did to it."""
-    servers = []
-
-    def start(artifacts_dir=artifacts) -> Server:
-        server = Server(
-            tmp_path / f"server-{len(servers)}.log",
-            ARTIFACTS_DIR=str(artifacts_dir),
-            WEB_CONCURRENCY="1",
-            LOG_LEVEL="info",
-        )
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.__exit__()
+def server(artifacts, tmp_path):
+    """A server on a free port, killed at the end whatever the test did."""
+    with server_for(artifacts, tmp_path / "server.log") as started:
+        yield started
 
 
 def flowers(rng: random.Random, count: int) -> list[dict]:
@@ -108,8 +103,7 @@ async def release(held: list) -> list:
     )
 
 
-def test_sigterm_finishes_requests_in_flight_then_exits_0(start_server):
-    server = start_server()
+def test_sigterm_finishes_requests_in_flight_then_exits_0(server):
     server.wait_ready()
 
     async def scenario():
@@ -156,18 +150,41 @@ def wrong_shape(path):
     torch.save(state, path)
 
 
-@pytest.mark.parametrize("damage", [missing, truncated, wrong_shape])
-def test_a_broken_model_file_stops_the_start_with_one_clear_line(
-    start_server, artifacts, tmp_path, damage
-):
-    folder = tmp_path / "artifacts"
-    shutil.copytree(artifacts, folder)
-    model_path = make_settings(folder).model_path
-    damage(model_path)
+DAMAGES = {
+    "missing": missing,
+    "truncated": truncated,
+    "wrong_shape": wrong_shape,
+}
 
-    server = start_server(folder)
-    exit_code = server.process.wait(120)
-    log = server.log()
+
+@pytest.fixture(scope="module")
+def broken_starts(artifacts, tmp_path_factory) -> dict:
+    """Start one server per damaged model file, all at once: each start
+    imports torch, and side by side they take the time of one."""
+    servers = {}
+    for name, damage in DAMAGES.items():
+        folder = tmp_path_factory.mktemp(name) / "artifacts"
+        shutil.copytree(artifacts, folder)
+        model_path = make_settings(folder).model_path
+        damage(model_path)
+        server = server_for(folder, folder.parent / "server.log")
+        servers[name] = (server.start(), model_path)
+    results = {}
+    try:
+        for name, (server, model_path) in servers.items():
+            exit_code = server.process.wait(120)
+            results[name] = (exit_code, server.log(), model_path)
+    finally:
+        for server, _ in servers.values():
+            server.__exit__()
+    return results
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_broken_model_file_stops_the_start_with_one_clear_line(
+    broken_starts, damage
+):
+    exit_code, log, model_path = broken_starts[damage]
 
     assert exit_code != 0
     naming_the_file = [
