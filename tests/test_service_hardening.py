@@ -83,6 +83,7 @@ def test_fuzzing_finds_no_server_error_and_no_schema_mismatch(
                 "--report", "json",
                 "--report-json-path", str(report),
             ],
+            cwd=tmp_path,  # its caches stay out of the template
             capture_output=True,
             text=True,
             timeout=300,  # no --max-time: it repeats fuzzing until spent

@@ -403,6 +403,8 @@ def main(argv=None) -> int:
         help="also write the figures here (default reports/soak.json)",
     )
     args = parser.parse_args(argv)
+    if not Path("/proc/self/status").is_file():
+        parser.error("it reads memory from /proc: run it on Linux")
     report = soak(args.duration, args.concurrency, args.max_requests)
     print(json.dumps(report, indent=2))
     args.json.parent.mkdir(parents=True, exist_ok=True)
