@@ -15,6 +15,8 @@ from cookiecutter.main import cookiecutter
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from hooks import pre_gen_project
+
 from .conftest import CLOUDS, TEMPLATE, Project
 
 # Shell, quoting and Markdown/YAML/TOML metacharacters, with some letters.
@@ -159,6 +161,32 @@ def test_any_answer_bakes_a_valid_project_or_is_refused(capfd, answers):
             return
         event("baked")
         assert_passes_fast_checks(Project(path, answers), answers)
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        pytest.param("Smile \U0001f600", "U+1F600", id="emoji"),
+        pytest.param("unassigned \u0378", "U+0378", id="unassigned"),
+        pytest.param("line\u2028separator", "one line", id="line-separator"),
+        pytest.param("next\x85line", "one line", id="nel"),
+        pytest.param("delete\x7f", "one line", id="del"),
+    ],
+)
+def test_characters_the_files_cannot_hold_are_named(text, words):
+    problems = pre_gen_project.problems(
+        {
+            **VALID,
+            "project_slug": "smile",
+            "package_name": "smile",
+            "python_version": "3.11",
+            "accelerator": "cpu",
+            "cloud": "none",
+            "description": text,
+        }
+    )
+    assert len(problems) == 1 and words in problems[0]
+    assert problems[0].startswith("description ")
 
 
 @pytest.mark.parametrize("field", ["project_name", "description"])
