@@ -39,6 +39,8 @@ PACKAGE = __package__
 HOST = "127.0.0.1"
 MAX_GROWTH = 0.05  # over the last third of the run
 REQUEST_TIMEOUT_S = 15.0
+# Refused, reset, cut short, timed out or garbled: a failed request.
+NO_ANSWER = (OSError, EOFError, TimeoutError, ValueError, IndexError)
 
 
 def free_port() -> int:
@@ -119,7 +121,11 @@ async def fetch(port: int, method: str, path: str, body=b"") -> Reply:
 
 
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # it exited between the listing and the reading
+        return 0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -284,7 +290,7 @@ async def client(port: int, mix: Mix, tally: Tally, stop_at: float, limit):
             reply = await asyncio.wait_for(
                 connection.request(method, path, body), REQUEST_TIMEOUT_S
             )
-        except (OSError, ConnectionError, TimeoutError, ValueError) as error:
+        except NO_ANSWER as error:
             tally.failures[f"{path}: {error.__class__.__name__}"] += 1
             continue
         tally.statuses[f"{path} {reply.status}"] += 1
