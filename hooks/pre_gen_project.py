@@ -31,7 +31,9 @@ PEP440 = re.compile(
 )
 SLUG = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-MAX_SLUG, MAX_TEXT = 60, 200
+# The generated code is formatted for 79 columns; its longest import line
+# leaves 36 characters for the package name (and so for the slug).
+MAX_NAME, MAX_TEXT = 36, 200
 # Control characters and line/paragraph separators: YAML and Python read
 # them as line breaks (or refuse them) where an answer is written verbatim.
 LINE_BREAKING = {"Cc", "Zl", "Zp"}
@@ -55,10 +57,10 @@ def check_slug(slug: str):
             "project_name has no letters or digits to make project_slug "
             "from: use some in the name, or set project_slug."
         )
-    if len(slug) > MAX_SLUG:
+    if len(slug) > MAX_NAME:
         return (
             f"project_slug {slug[:20]!r}... is too long: use at most "
-            f"{MAX_SLUG} characters."
+            f"{MAX_NAME} characters."
         )
     if not SLUG.match(slug):
         return (
@@ -76,6 +78,11 @@ def check_package_name(name: str):
             f"package_name {name!r} is not a lowercase Python identifier: "
             "use letters, digits and underscores (for example "
             "'iris_classifier')."
+        )
+    if len(name) > MAX_NAME:
+        return (
+            f"package_name {name[:20]!r}... is too long: use at most "
+            f"{MAX_NAME} characters."
         )
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         return f"package_name {name!r} is a Python keyword: choose another."

@@ -4,9 +4,12 @@ small wrapper around a baked project so each test reads as one sentence."""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,37 @@ def deep_env(tmp_path_factory):
         "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
         "PYTHON": str(python),
     }
+
+
+def make(project, target, deep_env, *args, **kwargs):
+    return project.run(
+        "make", target, f"PYTHON={deep_env['PYTHON']}", *args,
+        env=deep_env, **kwargs,
+    )  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(method, url, body=None, timeout=5):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data, {"content-type": "application/json"}, method=method
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, json.loads(response.read())
+
+
+def wait_ready(url, process, seconds=90):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited early: {process.stdout.read()}")
+        try:
+            return http("GET", url + "/ready")
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail("server not ready in time")

@@ -41,7 +41,7 @@ def texts(max_size=40):
 names = st.one_of(
     texts(),
     st.builds(str.__add__, st.sampled_from("0123456789"), texts(20)),
-    st.sampled_from(["My Model", "Ünïcødé Módel", "中文模型", "x" * 61]),
+    st.sampled_from(["My Model", "Ünïcødé Módel", "中文模型", "x" * 37]),
 )
 emails = st.one_of(
     st.emails(),

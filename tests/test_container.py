@@ -19,10 +19,16 @@ from pathlib import Path
 import pytest
 from cookiecutter.main import cookiecutter
 
-from .conftest import CACHE, SUPPORTED, TEMPLATE, Project
-
 # One way to talk to a server under test (the deep layer's).
-from .test_deep import free_port, http, wait_ready
+from .conftest import (
+    CACHE,
+    SUPPORTED,
+    TEMPLATE,
+    Project,
+    free_port,
+    http,
+    wait_ready,
+)
 
 PYTORCH_INDEX = "--index-url https://download.pytorch.org/whl/"
 

@@ -7,23 +7,13 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
-import urllib.request
 
 import pytest
 
-from .conftest import SUPPORTED
+from .conftest import SUPPORTED, free_port, http, make, wait_ready
 
 pytestmark = pytest.mark.slow
-
-
-def make(project, target, deep_env, *args, **kwargs):
-    return project.run(
-        "make", target, f"PYTHON={deep_env['PYTHON']}", *args,
-        env=deep_env, **kwargs,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("answers", SUPPORTED)
@@ -40,33 +30,6 @@ def test_project_passes_its_own_check_train_and_test(bake, deep_env, answers):
     # A second `make train` is a no-op: the artifacts are up to date.
     again = make(project, "train", deep_env)
     assert "Nothing to be done" in again.stdout or "up to date" in again.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http(method, url, body=None, timeout=5):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data, {"content-type": "application/json"}, method=method
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.status, json.loads(response.read())
-
-
-def wait_ready(url, process, seconds=90):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited early: {process.stdout.read()}")
-        try:
-            return http("GET", url + "/ready")
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail("server not ready in time")
 
 
 IN_PROCESS = """

@@ -126,6 +126,15 @@ def test_generated_code_passes_its_own_lint(bake, answers):
         project.run(sys.executable, "-m", *tool)
 
 
+def test_the_longest_allowed_name_still_passes_lint(bake):
+    from hooks.pre_gen_project import MAX_NAME
+
+    project = bake(project_name="a" * MAX_NAME)
+    assert len(project.path.name) == MAX_NAME
+    for tool in (["flake8"], ["black", "--check", "--quiet"]):
+        project.run(sys.executable, "-m", *tool, "src", "tests")
+
+
 def test_answers_reach_the_generated_files(bake):
     project = bake(
         project_name="Sunflower Sorter",

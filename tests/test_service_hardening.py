@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from .test_deep import free_port, make, wait_ready
+from .conftest import free_port, make, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -33,8 +33,8 @@ def clean(item: object, features: Sequence[str]) -> Row:
     return tuple(float(getattr(item, name)) for name in features)
 
 
-def format_prediction(probabilities: Sequence[float], classes: Sequence[str]):
-    best = max(range(len(classes)), key=probabilities.__getitem__)
+def format_prediction(probabilities: list[float], classes: Sequence[str]):
+    best = probabilities.index(max(probabilities))
     return {
         "label": classes[best],
         "confidence": probabilities[best],

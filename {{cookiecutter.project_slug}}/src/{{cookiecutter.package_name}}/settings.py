@@ -18,8 +18,22 @@ def default_workers() -> int:
 
     return max(1, torch.cuda.device_count())
 {%- else %}
-    """One worker per core, each with one torch thread."""
-    return os.cpu_count() or 1
+    """One worker per usable core, each with one torch thread.
+
+    Usable: the CPU affinity and a cgroup v2 quota (a container limited to
+    2 CPUs on a 64-core host gets 2 workers, not 64).
+    """
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 {%- endif %}
 
 

@@ -72,7 +72,7 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        progress.set_postfix(loss=f"{losses[-1]:.4f}")
+        progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
     return model.eval(), losses
 
 
