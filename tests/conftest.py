@@ -4,6 +4,7 @@ small wrapper around a baked project so each test reads as one sentence."""
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -191,3 +192,13 @@ def wait_ready(url, process, seconds=90):
         except OSError:
             time.sleep(0.2)
     pytest.fail("server not ready in time")
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM the server's whole process group; SIGKILL after 30 s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)

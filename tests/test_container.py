@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from .conftest import (
     Project,
     free_port,
     http,
+    stop_process_group,
     wait_ready,
 )
 
@@ -270,12 +270,7 @@ def serving(name: str, command: list[str], env: dict):
     try:
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_process_group(process)
 
 
 def healthcheck(name: str, config: dict, port: int):

@@ -6,12 +6,18 @@ predictions."""
 import csv
 import json
 import os
-import signal
 import subprocess
 
 import pytest
 
-from .conftest import SUPPORTED, free_port, http, make, wait_ready
+from .conftest import (
+    SUPPORTED,
+    free_port,
+    http,
+    make,
+    stop_process_group,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -89,12 +95,7 @@ def test_make_production_serves_what_the_model_predicts(bake, deep_env):
                 )
         assert [a["label"] for a in singles] == [r["species"] for r in records]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+        stop_process_group(server)
 
 
 def pins(lock: str) -> list[str]:

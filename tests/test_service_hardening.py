@@ -4,14 +4,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from contextlib import contextmanager
 
 import pytest
 
-from .conftest import free_port, make, wait_ready
+from .conftest import free_port, make, stop_process_group, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +54,7 @@ def production_server(project, deep_env):
         wait_ready(url, server)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+        stop_process_group(server)
 
 
 def test_fuzzing_finds_no_server_error_and_no_schema_mismatch(
