@@ -29,13 +29,18 @@ def dataset():
     return load_dataset(DATA)
 
 
+# Batch sizes pick different matrix kernels, so the last bits may differ.
+# Dynamic int8 also quantizes activations per batch: an item's answer moves
+# with its batch-mates (up to 0.07 seen on Iris rows; labels unchanged).
+BATCH_TOLERANCE = 0.1 if Settings().quantize_int8 else 1e-7
+
+
 def assert_same_predictions(left: list[dict], right: list[dict]) -> None:
-    """Equal labels; probabilities equal up to float rounding (batch sizes
-    pick different matrix kernels, so the last bits may differ)."""
+    """Equal labels; probabilities equal within BATCH_TOLERANCE."""
     assert [p["label"] for p in left] == [p["label"] for p in right]
     for a, b in zip(left, right):
         assert a["probabilities"] == pytest.approx(
-            b["probabilities"], rel=1e-5, abs=1e-7
+            b["probabilities"], rel=1e-5, abs=BATCH_TOLERANCE
         )
 
 

@@ -17,8 +17,10 @@ of the time. Each worker keeps its own window: the answer names the worker
 
 import asyncio
 import csv
+import importlib
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -27,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 from prometheus_client import Gauge
-from scipy.stats import chi2_contingency, ks_2samp
 
 from .prediction_log import PredictionLog
 
@@ -78,9 +79,11 @@ def load_reference(path: Path):
 
 def feature_drift(reference, recent, names, threshold: float) -> dict:
     """KS statistic and p-value per feature; drift below `threshold`."""
+    from scipy import stats
+
     result = {}
     for j, name in enumerate(names):
-        test = ks_2samp(reference[:, j], recent[:, j])
+        test = stats.ks_2samp(reference[:, j], recent[:, j])
         result[name] = {
             "statistic": float(test.statistic),
             "p_value": float(test.pvalue),
@@ -96,6 +99,8 @@ def class_drift(reference_labels, recent_labels, classes, threshold: float):
     sample too, and taking its shares as exact would alarm more often than
     `threshold` as the window grows.
     """
+    from scipy import stats
+
     counts = np.array(
         [
             [reference_labels.count(c) for c in classes],
@@ -104,7 +109,7 @@ def class_drift(reference_labels, recent_labels, classes, threshold: float):
     )
     seen = counts.sum(axis=0) > 0
     if seen.sum() > 1:
-        test = chi2_contingency(counts[:, seen], correction=False)
+        test = stats.chi2_contingency(counts[:, seen], correction=False)
         statistic, p_value = float(test.statistic), float(test.pvalue)
     else:  # one class in both samples: nothing to compare
         statistic, p_value = 0.0, 1.0
@@ -173,6 +178,11 @@ class DriftMonitor:
             return  # no loop (a script): /monitoring/drift still computes
         if seconds <= 0:
             return
+        # scipy takes ~0.5 s to import: not on the way to /ready, and not
+        # on the event loop at the first computation either.
+        threading.Thread(
+            target=importlib.import_module, args=("scipy.stats",), daemon=True
+        ).start()
 
         def tick():
             try:
