@@ -1,9 +1,11 @@
 import json
+import shutil
 
 import pytest
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.api.main import create_app
+from {{ cookiecutter.package_name }}.predict import ModelLoadError
 
 from .conftest import assert_same_predictions, make_settings
 
@@ -148,3 +150,16 @@ def test_cache_hit_returns_the_identical_body(client):
     assert first.content == second.content
     cache = client.app.state.service.cache
     assert len(cache.local) >= 1
+
+
+def test_artifacts_trained_on_other_features_refuse_to_start(
+    tmp_path, artifacts
+):
+    shutil.copytree(artifacts, tmp_path, dirs_exist_ok=True)
+    meta_path = tmp_path / "preprocessing.json"
+    meta = json.loads(meta_path.read_text())
+    meta["features"] = ["height", "width", "depth", "mass"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="features"):
+        with TestClient(create_app(make_settings(tmp_path))):
+            pass

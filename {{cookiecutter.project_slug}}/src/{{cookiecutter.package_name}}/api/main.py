@@ -24,7 +24,7 @@ from .. import DESCRIPTION, PROJECT_NAME, __version__
 from ..monitoring import metrics
 from ..monitoring.drift import DriftMonitor
 from ..monitoring.prediction_log import PredictionLog
-from ..predict import Predictor, clean
+from ..predict import ModelLoadError, Predictor, clean
 from ..settings import Settings, get_settings
 from .batching import MicroBatcher
 from .cache import PredictionCache
@@ -121,8 +121,6 @@ class Service:
         settings = self.settings
         predictor = Predictor.load(settings)
         if predictor.features != FEATURES:
-            from ..predict import ModelLoadError
-
             raise ModelLoadError(
                 f"{settings.artifacts_dir} was trained on features "
                 f"{predictor.features}, the API expects {FEATURES}."
