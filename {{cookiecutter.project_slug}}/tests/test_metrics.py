@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +15,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from {{ cookiecutter.package_name }}.local_server import (
+    loopback_env,
+    production_command,
+)
+
 from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "{{ cookiecutter.package_name }}"
 SETOSA = {
     "sepal_length": 5.1,
     "sepal_width": 3.5,
@@ -176,22 +179,17 @@ def wait_for(condition, seconds: float, what: str):
 def two_workers(artifacts, tmp_path):
     """`make production` with two gunicorn workers, on a free port."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "WEB_CONCURRENCY": "2",
-        "ARTIFACTS_DIR": str(artifacts),
-        "DEVICE": "cpu",
-        "DRIFT_CACHE_S": "0",
-        "PYTHONPATH": str(ROOT / "src"),
-    }
+    env = loopback_env(
+        port,
+        WEB_CONCURRENCY="2",
+        ARTIFACTS_DIR=str(artifacts),
+        DEVICE="cpu",
+        DRIFT_CACHE_S="0",
+    )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = (tmp_path / "gunicorn.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn"]
-        + ["-c", f"python:{PACKAGE}.gunicorn_conf"]
-        + [f"{PACKAGE}.api.main:create_app()"],
+        production_command(),
         cwd=tmp_path,
         env=env,
         stdout=log,

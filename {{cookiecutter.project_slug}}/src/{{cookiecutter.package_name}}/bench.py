@@ -36,11 +36,16 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .local_server import (
+    APP,
+    PACKAGE,
+    free_port,
+    loopback_env,
+    production_command,
+)
 from .settings import get_settings
 from .timing import items_per_second, percentile
 
-PACKAGE = __package__
-SRC = Path(__file__).resolve().parents[1]
 BATCH_ITEMS = 256
 BATCH_CONCURRENCY = 8
 CONCURRENCIES = (1, 16, 64)
@@ -118,12 +123,6 @@ def naive_app():
 # --- the server under test ---------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def http_status(port: int, path: str, timeout: float = 0.5) -> int | None:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout) as sock:
@@ -150,29 +149,16 @@ def serve(app: str, artifacts: Path, **env: str):
     """`make production` with one worker on a free loopback port; yields
     once /ready answers 200, with the time that took from process start."""
     port = free_port()
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(SRC), os.environ.get("PYTHONPATH")])
-        ),
-        "ARTIFACTS_DIR": str(artifacts.resolve()),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "TORCH_THREADS": "1",
-        "LOG_LEVEL": "warning",
+    environment = loopback_env(
+        port,
+        ARTIFACTS_DIR=str(artifacts.resolve()),
+        WEB_CONCURRENCY="1",
+        TORCH_THREADS="1",
+        LOG_LEVEL="warning",
         **env,
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        f"python:{PACKAGE}.gunicorn_conf",
-        app,
-    ]
+    )
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=environment)
+    process = subprocess.Popen(production_command(app), env=environment)
     try:
         deadline = start + READY_TIMEOUT_S
         while http_status(port, "/ready") != 200:
@@ -583,7 +569,7 @@ def run_bench(
     flower = Load("/predict")
     for batching in ("on", "off"):
         env = {"MICRO_BATCHING": "true" if batching == "on" else "false"}
-        with serve(f"{PACKAGE}.api.main:create_app()", artifacts, **env) as s:
+        with serve(APP, artifacts, **env) as s:
             if batching == "on":
                 figures[COLD_START] = Figure(COLD_START, s.cold_start_s, "s")
             for c in CONCURRENCIES:

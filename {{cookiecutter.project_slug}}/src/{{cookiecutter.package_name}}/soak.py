@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,20 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .api.schemas import FEATURES
+from .local_server import (
+    HOST,
+    free_port,
+    loopback_env,
+    production_command,
+)
 from .settings import get_settings
 
-PACKAGE = __package__
-HOST = "127.0.0.1"
 MAX_GROWTH = 0.05  # over the last third of the run
 REQUEST_TIMEOUT_S = 15.0
 # Refused, reset, cut short, timed out or garbled: a failed request.
 NO_ANSWER = (OSError, EOFError, TimeoutError, ValueError, IndexError)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def raw_request(method: str, path: str, body: bytes = b"") -> bytes:
@@ -151,31 +148,13 @@ class Server:
     def __init__(self, log_path: Path, **env: str):
         self.port = free_port()
         self.log_path = log_path
-        # The package is importable from src/, installed or not.
-        source = str(Path(__file__).resolve().parents[1])
-        path = os.pathsep.join(
-            filter(None, [source, os.environ.get("PYTHONPATH")])
-        )
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": path,
-            "HOST": HOST,
-            "PORT": str(self.port),
-            **env,
-        }
+        self.env = loopback_env(self.port, **env)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Server":
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-c",
-                    f"python:{PACKAGE}.gunicorn_conf",
-                    f"{PACKAGE}.api.main:create_app()",
-                ],
+                production_command(),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
