@@ -1,5 +1,7 @@
+import asyncio
 import json
 import shutil
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -131,6 +133,76 @@ def test_not_ready_before_the_model_is_loaded(settings):
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 503
     assert predict(client, SETOSA).status_code == 503
+
+
+def test_other_methods_and_routes_are_served_by_fastapi(client):
+    assert client.get("/predict").status_code == 405
+    assert client.head("/health").status_code == 200
+    assert client.get("/nowhere").status_code == 404
+
+
+async def call(app, path: str, receive) -> tuple[int, bytes]:
+    """One request straight into the ASGI app, with our own `receive`."""
+    messages = []
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    await app(scope, receive, send)
+    return messages[0]["status"], messages[1]["body"]
+
+
+def body_of(item: dict):
+    async def receive():
+        return {"type": "http.request", "body": json.dumps(item).encode()}
+
+    return receive
+
+
+async def never_sends_the_body():
+    await asyncio.Event().wait()
+
+
+def test_a_request_out_of_time_is_a_503_and_its_neighbours_are_not(
+    artifacts,
+):
+    app = create_app(make_settings(artifacts, request_timeout_s=0.2))
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            start = time.monotonic()
+            stalled = asyncio.create_task(
+                call(app, "/predict", never_sends_the_body)
+            )
+            await asyncio.sleep(0.05)
+            answered = await call(app, "/predict", body_of(SETOSA))
+            status, body = await asyncio.wait_for(stalled, 10)
+            return answered, status, body, time.monotonic() - start
+
+    answered, status, body, waited = asyncio.run(scenario())
+    assert answered[0] == 200
+    assert status == 503 and b"REQUEST_TIMEOUT_S" in body
+    assert waited >= 0.2  # never early
+    assert not app.state.service.deadlines._started  # nothing left behind
+
+
+def test_a_cancelled_request_stays_cancelled(artifacts):
+    """A cancellation that is not a time-out (the server stopping) is not
+    turned into an answer."""
+    app = create_app(make_settings(artifacts, request_timeout_s=5))
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            task = asyncio.create_task(
+                call(app, "/predict", never_sends_the_body)
+            )
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
 
 
 def test_openapi_documents_the_routes_with_examples(client):

@@ -1,6 +1,7 @@
 """The prediction cache: bounded, identical bodies on a hit, counted, shared
 through a real Redis, and a Redis outage is a warning, never an error."""
 
+import json
 import logging
 import random
 
@@ -30,6 +31,14 @@ def test_local_cache_is_bounded_and_keeps_the_recently_used():
     assert [cache.get(k) for k in "acd"] == [b"a", b"c", b"d"]
 
 
+def test_put_many_keeps_the_bound_and_refreshes_known_keys():
+    cache = LocalCache(3)
+    cache.put_many({"a": b"a", "b": b"b"})
+    cache.put_many({"a": b"a", "c": b"c", "d": b"d"})  # "a" is fresh again
+    assert cache.get_many(["a", "b", "c", "d"]) == [b"a", None, b"c", b"d"]
+    assert len(cache) == 3
+
+
 def test_a_zero_size_cache_stores_nothing():
     cache = LocalCache(0)
     cache.put("a", b"a")
@@ -51,6 +60,29 @@ def test_hits_return_identical_bodies_and_move_the_counters(artifacts):
         first.content,
     )
     assert (cache.hits["local"], cache.misses) == (3, 1)
+
+
+def test_the_same_bytes_skip_validation_and_other_bytes_still_hit(artifacts):
+    flower = a_flower()
+    with TestClient(create_app(make_settings(artifacts))) as client:
+        service = client.app.state.service
+        first = client.post("/predict", json=flower)
+        body = first.request.content
+        assert service.cache.bodies.get(body) is not None
+        # Same values, other spacing and key order: the row layer answers.
+        respaced = json.dumps(dict(reversed(flower.items())), indent=1)
+        second = client.post("/predict", content=respaced)
+        third = client.post("/predict", content=body)
+        # Invalid bodies are never remembered: the 422 comes every time.
+        bad = json.dumps({**flower, "petal_width": -1})
+        refused = [client.post("/predict", content=bad) for _ in range(2)]
+        window = list(service.monitor.inputs)
+    assert first.content == second.content == third.content
+    assert service.cache.misses == 1 and service.cache.hits["local"] == 2
+    assert [r.status_code for r in refused] == [422, 422]
+    # Answers from either layer reach the drift window.
+    row = tuple(flower.values())
+    assert window[-3:] == [row, row, row]
 
 
 def test_replicas_share_hits_through_redis(artifacts, redis_url):

@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.package_name }}.local_server import (
     loopback_env,
     production_command,
+)
+from {{ cookiecutter.package_name }}.monitoring.metrics import (
+    FLUSH_EVERY_S,
+    LocalCounter,
+    LocalHistogram,
 )
 
 from .conftest import free_port
@@ -98,6 +104,40 @@ def test_batches_cache_and_inference_are_measured(client):
         "hits": 1,
     }
     assert value(after, "prediction_cache_hits_total", layer="local") >= 1
+
+
+def test_counts_added_at_flush_equal_observing_one_at_a_time():
+    registry = CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1)
+    direct = Histogram("direct", "", buckets=buckets, registry=registry)
+    flushed = Histogram("flushed", "", buckets=buckets, registry=registry)
+    local = LocalHistogram(flushed)
+    # Values on the bounds too: buckets are "less than or equal".
+    values = [0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 3.0]
+    for value in values:
+        direct.observe(value)
+        local.observe(value)
+
+    def samples(name: str) -> dict:
+        return {
+            (s.name[len(name) :], s.labels.get("le")): s.value
+            for s in registry.collect()
+            if s.name == name
+            for s in s.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples("flushed")["_count", None] == 0  # not before a flush
+    local.flush()
+    assert samples("flushed") == samples("direct")
+    local.flush()  # nothing new: nothing added
+    assert samples("flushed") == samples("direct")
+
+    counter = LocalCounter(Counter("requests", "", registry=registry))
+    counter.inc(2), counter.inc()
+    assert samples("requests")["_total", None] == 0
+    counter.flush(), counter.flush()
+    assert samples("requests")["_total", None] == 3
 
 
 def test_model_info_names_the_served_model(client, artifacts):
@@ -226,14 +266,22 @@ def test_two_workers_add_up_to_every_request(two_workers):
         )
     assert [status for status, _ in answers] == [200] * n
 
-    # Every scrape, whichever worker answers it, counts all n requests.
+    # Every scrape, whichever worker answers it, counts all n requests once
+    # each worker has flushed its counts (every FLUSH_EVERY_S).
+    def counted(text: str) -> tuple[float, float]:
+        return (
+            value(text, "http_requests_total", route="/predict", status="200"),
+            value(text, "micro_batch_size_sum"),
+        )
+
+    wait_for(
+        lambda: counted(get(f"{url}/metrics")[1].decode()) == (n, n),
+        10 * FLUSH_EVERY_S,
+        "both workers' counts in a scrape",
+    )
     for _ in range(6):
         text = get(f"{url}/metrics")[1].decode()
-        assert (
-            value(text, "http_requests_total", route="/predict", status="200")
-            == n
-        )
-        assert value(text, "micro_batch_size_sum") == n
+        assert counted(text) == (n, n)
         assert value(text, "model_info") == 1  # livemax, not a sum
 
     # Both workers served some of them: their drift windows add up to n.

@@ -141,6 +141,26 @@ def test_skewed_predicted_classes_are_prediction_drift(artifacts, population):
     assert answer["prediction_drift"]["recent"]["setosa"] == 300
 
 
+def test_the_timer_runs_one_test_per_loop_turn(artifacts, population):
+    """In the background the report is computed a test at a time, with
+    requests served in between; the result is the same report."""
+    predictor = population[2]
+    monitor = new_monitor(artifacts / "reference.csv", predictor.classes)
+    monitor.observe(*draw(population, 300, seed=2))
+    steps, turns = monitor.compute_steps(), 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            stepped = done.value
+            break
+        turns += 1
+    assert turns == len(monitor.features) + 1
+    whole = monitor.compute()
+    stepped.pop("computed_at"), whole.pop("computed_at")
+    assert stepped == whole
+
+
 @pytest.mark.parametrize("n", [0, 1, 99])
 def test_small_windows_are_insufficient_data(artifacts, population, n):
     predictor = population[2]

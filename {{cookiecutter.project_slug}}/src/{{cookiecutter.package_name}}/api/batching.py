@@ -52,7 +52,7 @@ class MicroBatcher:
         live = [(row, future) for row, future in batch if not future.done()]
         if not live:  # every caller timed out or went away
             return
-        metrics.BATCH_SIZE.observe(len(live))
+        metrics.LOCAL_BATCH_SIZE.observe(len(live))
         try:
             results = self.predict_rows([row for row, _ in live])
             if len(results) != len(live):

@@ -1,9 +1,14 @@
 """Prediction cache: a bounded in-process LRU, optionally backed by Redis.
 
 Values are the encoded JSON of one prediction, so a hit costs a dict lookup
-and no encoding. With CACHE_URL=redis://... replicas share their hits; if
-Redis goes away the service keeps answering from the local cache and the
-model, logs one warning, and tries Redis again after a pause.
+and no encoding. A second local layer maps the raw body of a valid
+`/predict` request to its row and answer: the same bytes again cost no
+parsing or validation either (bodies that differ only in spacing or key
+order miss it and hit the first layer).
+
+With CACHE_URL=redis://... replicas share their hits; if Redis goes away
+the service keeps answering from the local cache and the model, logs one
+warning, and tries Redis again after a pause.
 """
 
 import logging
@@ -16,6 +21,7 @@ from ..monitoring import metrics
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5.0
+MAX_BODY_KEY = 1024  # bytes; larger bodies are not kept as keys
 
 
 class LocalCache:
@@ -23,19 +29,32 @@ class LocalCache:
         self.size = size
         self._items: OrderedDict[Hashable, bytes] = OrderedDict()
 
-    def get(self, key: Hashable) -> bytes | None:
+    def get(self, key: Hashable):
         value = self._items.get(key)
         if value is not None:
             self._items.move_to_end(key)
         return value
 
-    def put(self, key: Hashable, value: bytes) -> None:
+    def get_many(self, keys: Sequence[Hashable]) -> list:
+        get, move_to_end = self._items.get, self._items.move_to_end
+        found = [get(key) for key in keys]
+        for key, value in zip(keys, found):
+            if value is not None:
+                move_to_end(key)
+        return found
+
+    def put(self, key: Hashable, value) -> None:
+        self.put_many({key: value})
+
+    def put_many(self, entries: dict) -> None:
         if self.size == 0:
             return
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
+        items = self._items
+        for key in entries.keys() & items.keys():
+            items.move_to_end(key)
+        items.update(entries)
+        for _ in range(len(items) - self.size):
+            items.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -52,6 +71,7 @@ class PredictionCache:
         ttl_s: int = 3600,
     ):
         self.local = LocalCache(size)
+        self.bodies = LocalCache(size)
         self.namespace = namespace
         self.ttl_s = ttl_s
         self.redis = None
@@ -59,8 +79,8 @@ class PredictionCache:
         # This instance's own counts (Prometheus has the process-wide ones).
         self.hits = {"local": 0, "redis": 0}
         self.misses = 0
-        self._local_hits = metrics.CACHE_HITS.labels("local")
-        self._redis_hits = metrics.CACHE_HITS.labels("redis")
+        self._local_hits = metrics.LOCAL_CACHE_HITS["local"]
+        self._redis_hits = metrics.LOCAL_CACHE_HITS["redis"]
         if url:
             import redis.asyncio as redis
 
@@ -85,8 +105,20 @@ class PredictionCache:
         metrics.CACHE_ERRORS.inc()
         self._redis_down_until = time.monotonic() + RETRY_AFTER_S
 
+    def get_body(self, body: bytes) -> tuple[tuple, bytes] | None:
+        """(row, answer) of an earlier valid request with these bytes."""
+        known = self.bodies.get(body)
+        if known is not None:
+            self.hits["local"] += 1
+            self._local_hits.value += 1
+        return known
+
+    def put_body(self, body: bytes, row: tuple, encoded: bytes) -> None:
+        if len(body) <= MAX_BODY_KEY:
+            self.bodies.put(body, (row, encoded))
+
     async def get_many(self, keys: Sequence[tuple]) -> list[bytes | None]:
-        found = [self.local.get(key) for key in keys]
+        found = self.local.get_many(keys)
         missing = [i for i, value in enumerate(found) if value is None]
         local_hits = len(keys) - len(missing)
         if local_hits:
@@ -114,12 +146,11 @@ class PredictionCache:
                 missing = still_missing
         if missing:
             self.misses += len(missing)
-            metrics.CACHE_MISSES.inc(len(missing))
+            metrics.LOCAL_CACHE_MISSES.inc(len(missing))
         return found
 
     async def put_many(self, entries: dict[tuple, bytes]) -> None:
-        for key, value in entries.items():
-            self.local.put(key, value)
+        self.local.put_many(entries)
         if entries and self._redis_usable():
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:

@@ -136,7 +136,10 @@ def build(records, files, reference_path: Path, p_value: float) -> str:
     )
     classes = sorted(set(reference_labels) | set(labels))
     threshold = p_value / (len(features) + 1)  # as /monitoring/drift
-    tests = feature_drift(reference, recent, features, threshold)
+    tests = {
+        name: feature_drift(reference[:, j], recent[:, j], threshold)
+        for j, name in enumerate(features)
+    }
     predicted = class_drift(reference_labels, labels, classes, threshold)
     drifted = [name for name, t in tests.items() if t["drift"]]
     if predicted["drift"]:
