@@ -171,11 +171,14 @@ class Predictor:
         unique = list(dict.fromkeys(rows))
         if not unique:
             return []
-        answers = {
-            row: format_prediction(p, self.classes)
-            for row, p in zip(unique, self.probabilities(unique))
-        }
-        return [answers[row] for row in rows]
+        classes = [self.classes] * len(unique)
+        answers = list(
+            map(format_prediction, self.probabilities(unique), classes)
+        )
+        if len(unique) == len(rows):  # the usual case: nothing to spread
+            return answers
+        by_row = dict(zip(unique, answers))
+        return [by_row[row] for row in rows]
 
     def info(self) -> dict:
         info = {

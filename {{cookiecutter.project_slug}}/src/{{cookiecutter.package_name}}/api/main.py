@@ -39,6 +39,7 @@ from .schemas import (
     Message,
     Prediction,
     ValidationErrorResponse,
+    batch_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -227,13 +228,12 @@ class Service:
                 predictions = [await self.batcher.predict(missing[0])]
             else:
                 predictions = await self.predict_in_batches(missing)
-            fresh = {
-                row: orjson.dumps(p) for row, p in zip(missing, predictions)
-            }
+            fresh = dict(zip(missing, map(orjson.dumps, predictions)))
             await self.cache.put_many(fresh)
-            encoded = [
-                e if e is not None else fresh[r] for r, e in zip(rows, encoded)
-            ]
+            if len(fresh) == len(rows):  # all new and distinct: in order
+                encoded = list(fresh.values())
+            else:
+                encoded = [e or fresh[r] for r, e in zip(rows, encoded)]
         self.monitor.observe(rows, encoded)
         return encoded
 
@@ -300,12 +300,15 @@ class Service:
         return encoded
 
     async def answer_many(self, body: bytes) -> bytes:
-        try:
-            batch = BatchRequest.model_validate_json(body)
-        except ValidationError as error:
-            raise invalid(error) from None
+        rows = batch_rows(body)
+        if rows is None:  # not the common case: Pydantic decides
+            try:
+                batch = BatchRequest.model_validate_json(body)
+            except ValidationError as error:
+                raise invalid(error) from None
+            rows = list(map(ROW_OF, batch.items))
         limit = self.settings.max_batch_items
-        if len(batch.items) > limit:
+        if len(rows) > limit:
             raise RequestRejected(
                 422,
                 {
@@ -319,7 +322,7 @@ class Service:
                     ]
                 },
             )
-        encoded = await self.predict_encoded(list(map(ROW_OF, batch.items)))
+        encoded = await self.predict_encoded(rows)
         return b'{"predictions":[' + b",".join(encoded) + b"]}"
 
     async def health(self, scope, receive) -> tuple[int, bytes]:

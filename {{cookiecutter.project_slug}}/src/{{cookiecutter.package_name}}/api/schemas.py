@@ -5,16 +5,23 @@ set spans 0.1-7.9 cm) and reject what cannot be a flower: zero, negative,
 NaN, infinity, strings, booleans and null.
 """
 
+from itertools import chain
+from operator import itemgetter
 from typing import Annotated
 
+import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 # The order the model was trained on (the CSV header, label excluded).
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+ABOVE, AT_MOST = 0, 30  # centimetres
 
 Centimetres = Annotated[
     float,
-    Field(gt=0, le=30, allow_inf_nan=False, strict=True, examples=[5.1]),
+    Field(
+        gt=ABOVE, le=AT_MOST, allow_inf_nan=False, strict=True, examples=[5.1]
+    ),
 ]
 
 
@@ -77,3 +84,46 @@ class Message(BaseModel):
     """A 4xx/5xx that is not about one field (limits, not ready)."""
 
     detail: str
+
+
+_read_row = itemgetter(*FEATURES)
+_NUMBERS = {float, int}  # strict floats take JSON integers; never booleans
+
+
+def batch_rows(body: bytes) -> list[tuple] | None:
+    """The rows of a valid /batch-predict body, or None: then Pydantic
+    decides (and words the 422).
+
+    The fast path of the common, valid request: one orjson parse and checks
+    over the whole list, half the time of BatchRequest for 256 items. It
+    accepts only bodies BatchRequest accepts, with the same rows (checked
+    on generated bodies in tests/test_schemas.py).
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict or len(data) != 1:
+        return None
+    items = data.get("items")
+    if type(items) is not list or not items:
+        return None
+    width = len(FEATURES)
+    if not all(type(item) is dict and len(item) == width for item in items):
+        return None
+    try:
+        rows = list(map(_read_row, items))
+    except KeyError:  # another field in place of one of ours
+        return None
+    types = set(map(type, chain.from_iterable(rows)))
+    if not types <= _NUMBERS:
+        return None
+    try:
+        flat = np.fromiter(chain.from_iterable(rows), float, len(rows) * width)
+    except OverflowError:  # an integer beyond any float
+        return None
+    if not ((flat > ABOVE) & (flat <= AT_MOST)).all():  # NaN fails too
+        return None
+    if int in types:  # as Pydantic answers: floats
+        return [tuple(map(float, row)) for row in rows]
+    return rows
