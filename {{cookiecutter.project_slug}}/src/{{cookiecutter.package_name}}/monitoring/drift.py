@@ -165,7 +165,7 @@ class DriftMonitor:
         self.outputs: deque[bytes] = deque(maxlen=window)
         self._report: dict | None = None
         self._report_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
 
     def observe(self, rows: Sequence[tuple], encoded: Sequence[bytes]):
         """Request path: O(1) per item (cached answers included)."""
