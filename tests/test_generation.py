@@ -37,6 +37,7 @@ PACKAGE_FILES = {
     "api/schemas.py",
     "bench.py",
     "gunicorn_conf.py",
+    "json_rows.py",
     "local_server.py",
     "model.py",
     "monitoring/__init__.py",

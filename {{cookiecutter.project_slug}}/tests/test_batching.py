@@ -3,6 +3,7 @@ its own result or its own error, and batches within their bound."""
 
 import asyncio
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -25,18 +26,18 @@ def rows(dataset):
 
 
 class Recorder:
-    """predict_rows that records each call's rows (and may fail)."""
+    """A prediction function that records each call's rows (and may fail)."""
 
-    def __init__(self, predict_rows=None, fails_on=None):
-        self.predict_rows = predict_rows or (lambda rows: list(rows))
+    def __init__(self, predict=None, fails_on=None):
+        self.predict = predict or (lambda rows: list(rows))
         self.fails_on = fails_on
         self.calls: list[list] = []
 
-    def __call__(self, rows):
+    def __call__(self, rows, *batch):
         self.calls.append(list(rows))
         if self.fails_on in rows:
             raise ValueError(f"cannot predict {self.fails_on}")
-        return self.predict_rows(rows)
+        return self.predict(rows, *batch)
 
 
 async def predict_all(batcher, rows):
@@ -49,10 +50,12 @@ async def predict_all(batcher, rows):
 def test_batched_answers_equal_single_answers_in_order(
     predictor, rows, max_batch
 ):
-    recorder = Recorder(predictor.predict_rows)
+    recorder = Recorder(predictor.answers)
     batched = asyncio.run(predict_all(MicroBatcher(recorder, max_batch), rows))
-    singles = [predictor.predict_rows([row])[0] for row in rows]
-    assert_same_predictions(batched, singles)
+    singles = [predictor.answers([row])[0] for row in rows]
+    assert_same_predictions(
+        list(map(orjson.loads, batched)), list(map(orjson.loads, singles))
+    )
     assert max(len(call) for call in recorder.calls) <= max_batch
     if max_batch > 1:
         assert len(recorder.calls) < len(rows)  # they did share calls
@@ -116,8 +119,8 @@ def test_batch_endpoint_splits_big_batches_and_keeps_order(
     )
     with TestClient(create_app(settings)) as client:
         service = client.app.state.service
-        recorder = Recorder(service.predict_rows)
-        service.predict_rows = recorder
+        recorder = Recorder(service.answer_rows)
+        service.answer_rows = recorder
         batch = client.post("/batch-predict", json={"items": items})
         singles = [client.post("/predict", json=i).json() for i in items]
     assert batch.status_code == 200

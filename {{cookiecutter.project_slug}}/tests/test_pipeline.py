@@ -1,13 +1,20 @@
 import math
 
+import numpy as np
+import orjson
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
 from {{ cookiecutter.package_name }}.predict import (
+    AnswerEncoder,
     ModelLoadError,
     Predictor,
+    as_batch,
     clean,
+    format_prediction,
     select_device,
 )
 
@@ -41,17 +48,50 @@ def test_predictions_on_the_shipped_data_match_the_labels(predictor, dataset):
     assert correct / len(y) >= 0.9
 
 
-def test_batch_keeps_order_and_computes_duplicates_once(predictor, dataset):
+@pytest.mark.parametrize("given_batch", [False, True])
+def test_batch_keeps_order_and_computes_duplicates_once(
+    predictor, dataset, monkeypatch, given_batch
+):
     _, _, x, _ = dataset
     rows = [tuple(map(float, r)) for r in x[[0, 60, 120, 0, 60]]]
-    batch = predictor.predict_rows(rows)
     singles = [predictor.predict_rows([row])[0] for row in rows]
-    assert_same_predictions(batch, singles)
-    assert batch[0] is batch[3] and batch[1] is batch[4]
+    forward, sizes = predictor.forward, []
+
+    def counted_forward(batch):
+        sizes.append(len(batch))
+        return forward(batch)
+
+    monkeypatch.setattr(predictor, "forward", counted_forward)
+    batch = as_batch(rows) if given_batch else None
+    answers = predictor.answers(rows, batch)
+    assert sizes == [3]
+    assert_same_predictions(list(map(orjson.loads, answers)), singles)
+    assert answers[0] is answers[3] and answers[1] is answers[4]
 
 
 def test_empty_batch_gives_empty_answer(predictor):
-    assert predictor.predict_rows([]) == []
+    assert predictor.answers([]) == predictor.predict_rows([]) == []
+
+
+probability = st.floats(0, 1, width=32) | st.sampled_from([0.0, 0.5, 1e-45])
+
+
+@given(
+    classes=st.lists(st.text(min_size=1), min_size=1, max_size=6, unique=True),
+    data=st.data(),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_fast_encoder_writes_what_format_prediction_says(classes, data):
+    """Byte for byte, ties (the first wins) and escaped names included."""
+    width = len(classes)
+    row = st.lists(probability, min_size=width, max_size=width)
+    rows = data.draw(st.lists(row, min_size=1, max_size=20))
+    probabilities = np.array(rows, dtype=np.float32)
+    expected = [
+        orjson.dumps(format_prediction(p, classes))
+        for p in probabilities.tolist()
+    ]
+    assert AnswerEncoder(classes)(probabilities) == expected
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ but it must never accept a body BatchRequest refuses, nor read other rows.
 
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,7 @@ from {{ cookiecutter.package_name }}.api.schemas import (
     BatchRequest,
     batch_rows,
 )
-from {{ cookiecutter.package_name }}.predict import row_reader
+from {{ cookiecutter.package_name }}.predict import as_batch, row_reader
 
 ROW_OF = row_reader(FEATURES)
 
@@ -62,8 +63,9 @@ def test_fast_path_accepts_only_what_the_schema_accepts(body):
     encoded = json.dumps(body).encode()
     fast = batch_rows(encoded)
     if fast is not None:
-        assert fast == pydantic_rows(encoded)
-        assert all(type(v) is float for row in fast for v in row)
+        assert fast.rows == pydantic_rows(encoded)
+        assert all(type(v) is float for row in fast.rows for v in row)
+        assert np.array_equal(fast.batch, as_batch(fast.rows))
 
 
 @pytest.mark.parametrize(
@@ -81,4 +83,7 @@ def test_a_valid_batch_takes_the_fast_path():
     item = dict.fromkeys(FEATURES, 5.1)
     body = json.dumps({"items": [item, {**item, FEATURES[0]: 3}]})
     others = (5.1,) * (len(FEATURES) - 1)
-    assert batch_rows(body.encode()) == [(5.1, *others), (3.0, *others)]
+    rows, batch = batch_rows(body.encode())
+    assert rows == [(5.1, *others), (3.0, *others)]
+    assert batch.dtype == np.float32 and batch.shape == (2, len(FEATURES))
+    assert np.array_equal(batch, as_batch(rows))

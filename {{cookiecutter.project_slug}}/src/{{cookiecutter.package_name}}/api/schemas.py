@@ -7,7 +7,7 @@ NaN, infinity, strings, booleans and null.
 
 from itertools import chain
 from operator import itemgetter
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import numpy as np
 import orjson
@@ -90,14 +90,20 @@ _read_row = itemgetter(*FEATURES)
 _NUMBERS = {float, int}  # strict floats take JSON integers; never booleans
 
 
-def batch_rows(body: bytes) -> list[tuple] | None:
+class ValidBatch(NamedTuple):
+    rows: list[tuple]  # floats in FEATURES order (cache and drift keys)
+    batch: np.ndarray  # the same rows as the model's float32 input
+
+
+def batch_rows(body: bytes) -> ValidBatch | None:
     """The rows of a valid /batch-predict body, or None: then Pydantic
     decides (and words the 422).
 
-    The fast path of the common, valid request: one orjson parse and checks
-    over the whole list, half the time of BatchRequest for 256 items. It
-    accepts only bodies BatchRequest accepts, with the same rows (checked
-    on generated bodies in tests/test_schemas.py).
+    The fast path of the common, valid request: one orjson parse, then
+    checks that each run over the whole list at C speed, a quarter of the
+    time of BatchRequest for 256 items. It accepts only bodies
+    BatchRequest accepts, with the same rows (checked on generated bodies
+    in tests/test_schemas.py).
     """
     try:
         data = orjson.loads(body)
@@ -109,21 +115,22 @@ def batch_rows(body: bytes) -> list[tuple] | None:
     if type(items) is not list or not items:
         return None
     width = len(FEATURES)
-    if not all(type(item) is dict and len(item) == width for item in items):
+    if set(map(type, items)) != {dict} or set(map(len, items)) != {width}:
         return None
     try:
         rows = list(map(_read_row, items))
     except KeyError:  # another field in place of one of ours
         return None
-    types = set(map(type, chain.from_iterable(rows)))
+    values = list(chain.from_iterable(rows))
+    types = set(map(type, values))
     if not types <= _NUMBERS:
         return None
     try:
-        flat = np.fromiter(chain.from_iterable(rows), float, len(rows) * width)
+        flat = np.array(values, dtype=np.float64)
     except OverflowError:  # an integer beyond any float
         return None
     if not ((flat > ABOVE) & (flat <= AT_MOST)).all():  # NaN fails too
         return None
     if int in types:  # as Pydantic answers: floats
-        return [tuple(map(float, row)) for row in rows]
-    return rows
+        rows = [tuple(map(float, row)) for row in rows]
+    return ValidBatch(rows, flat.astype(np.float32).reshape(-1, width))

@@ -177,13 +177,13 @@ def flush_every(seconds: float = FLUSH_EVERY_S) -> None:
     loop.call_later(seconds, tick)
 
 
-def observe_inference(predict_rows):
-    """Wrap a predict_rows function so each forward pass is timed."""
+def observe_inference(predict):
+    """Wrap a prediction function so each forward pass is timed."""
 
-    def timed(rows):
+    def timed(*args):
         start = time.perf_counter()
         try:
-            return predict_rows(rows)
+            return predict(*args)
         finally:
             LOCAL_INFERENCE.observe(time.perf_counter() - start)
 
