@@ -12,6 +12,8 @@ import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from {{ cookiecutter.package_name }}.api.main import create_app
 from {{ cookiecutter.package_name }}.monitoring import report
@@ -213,6 +215,41 @@ def test_prediction_log_rotates_and_stays_bounded(tmp_path):
     ]
     assert lines and all(r["prediction"]["label"] == "x" for r in lines)
     assert max(r["inputs"]["a"] for r in lines) == 1999.0
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(
+    features=st.lists(st.text(), min_size=1, max_size=4, unique=True),
+    data=st.data(),
+    ts=st.floats(0, 4e9),
+)
+@settings(max_examples=100, deadline=None)
+def test_log_lines_are_what_orjson_writes_of_each_record(
+    tmp_path_factory, features, data, ts
+):
+    width = len(features)
+    rows = data.draw(
+        st.lists(st.tuples(*[finite] * width), max_size=5), label="rows"
+    )
+    encoded = [orjson.dumps({"label": "x", "confidence": 0.5})] * len(rows)
+    log = PredictionLog(
+        tmp_path_factory.mktemp("log") / "p.jsonl", features, 10_000
+    )
+    expected = b"".join(
+        orjson.dumps(
+            {
+                "ts": ts,
+                "inputs": dict(zip(features, row)),
+                "prediction": orjson.Fragment(answer),
+            }
+        )
+        + b"\n"
+        for row, answer in zip(rows, encoded)
+    )
+    assert log.lines(rows, encoded, ts) == expected
+    log.close()
 
 
 def test_service_writes_the_prediction_log(artifacts, tmp_path):
