@@ -16,6 +16,20 @@ def test_the_limit_is_measured_in_process(artifacts):
     assert limit["single_per_s"] > 0 and limit["batch_items_per_s"] > 0
 
 
+def test_each_round_is_compared_with_its_own_limit():
+    rounds = [
+        (bench.Result(6000, 1.0, 0, 5.0, 10.0), 10_000.0),
+        (bench.Result(3000, 1.0, 1, 9.0, 30.0), 6_000.0),
+        (bench.Result(9000, 1.0, 0, 4.0, 8.0), 12_000.0),
+    ]
+    figure = bench.combine("/predict", rounds)
+    assert figure.value == 6000  # the median throughput
+    assert figure.ratio == 0.6  # the median of 0.6, 0.5 and 0.75
+    assert (figure.p50_ms, figure.p99_ms, figure.errors) == (5.0, 30.0, 1)
+    batch = bench.combine("/batch-predict", rounds[:1], items=256)
+    assert batch.value == 6000 * 256 and batch.unit == "items/s"
+
+
 @pytest.fixture(scope="module")
 def server(artifacts):
     with bench.serve(f"{bench.PACKAGE}.api.main:create_app()", artifacts) as s:
@@ -56,11 +70,10 @@ def test_a_short_load_point_against_a_live_server(server, run, load):
 def test_the_report_has_the_table_json_and_plot(tmp_path):
     limit = {"single_per_s": 10_000.0, "batch_items_per_s": 500_000.0}
     result = bench.Result(5000, 1.0, 0, 5.0, 12.0)
+    naive = bench.Result(1000, 1.0, 0, 50.0, 90.0)
     figures = {
-        bench.PREDICT: bench.load_point(bench.PREDICT, result, 10_000),
-        bench.NAIVE: bench.load_point(
-            bench.NAIVE, bench.Result(1000, 1.0, 0, 50.0, 90.0), 10_000
-        ),
+        bench.PREDICT: bench.combine(bench.PREDICT, [(result, 10_000)]),
+        bench.NAIVE: bench.combine(bench.NAIVE, [(naive, 10_000)]),
         bench.COLD_START: bench.Figure(bench.COLD_START, 1.5, "s"),
     }
     bench.judge(figures, limit)
