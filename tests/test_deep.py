@@ -109,3 +109,27 @@ def test_lock_files_match_pyproject(bake, deep_env):
     before = {name: pins(project.read(name)) for name in names}
     make(project, "build", deep_env, timeout=600)
     assert {name: pins(project.read(name)) for name in names} == before
+
+
+TARGETED = [  # the figures the issue sets targets for
+    "/predict c=64 batching on",
+    "/batch-predict 256 items c=8",
+    "/predict c=64 cached",
+    "cold start to /ready",
+]
+
+
+def test_make_bench_reports_every_figure(bake, deep_env):
+    """One short round: the figures are not judged here (timing belongs
+    to the benchmark), only that every one is measured and reported."""
+    project = bake()
+    make(project, "train", deep_env)
+    smoke = "BENCH_ARGS=--duration 1 --rounds 1"
+    printed = make(project, "bench", deep_env, smoke, timeout=600).stdout
+    report = project.json("reports/bench.json")
+    figures = {figure["name"]: figure for figure in report["figures"]}
+    assert len(figures) == 13 and all(name in printed for name in figures)
+    assert all(figures[name]["passed"] is not None for name in TARGETED)
+    for figure in figures.values():
+        assert figure["value"] > 0 and figure["errors"] == 0, figure
+    assert (project.path / "reports/bench.png").stat().st_size > 0
