@@ -100,8 +100,9 @@ def batch_rows(body: bytes) -> ValidBatch | None:
     decides (and words the 422).
 
     The fast path of the common, valid request: one orjson parse, then
-    checks that each run over the whole list at C speed, a quarter of the
-    time of BatchRequest for 256 items. It accepts only bodies
+    checks that each run over the whole list at C speed. For 256 items it
+    takes two thirds of the time of BatchRequest and the row reading,
+    and gives the model's input array besides. It accepts only bodies
     BatchRequest accepts, with the same rows (checked on generated bodies
     in tests/test_schemas.py).
     """
