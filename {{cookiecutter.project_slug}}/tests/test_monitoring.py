@@ -252,6 +252,16 @@ def test_log_lines_are_what_orjson_writes_of_each_record(
     log.close()
 
 
+def test_an_empty_prediction_log_setting_turns_the_log_off(
+    artifacts, monkeypatch
+):
+    monkeypatch.setenv("PREDICTION_LOG", "")
+    settings = make_settings(artifacts)  # read from the environment
+    assert settings.prediction_log is None
+    with TestClient(create_app(settings)) as client:
+        assert client.app.state.service.monitor.log is None
+
+
 def test_service_writes_the_prediction_log(artifacts, tmp_path):
     path = tmp_path / "log" / "predictions.jsonl"
     settings = make_settings(artifacts, prediction_log=path)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # JSON-lines log of inputs and outputs for `make drift-report`.
     prediction_log: Path | None = None
     prediction_log_max_bytes: int = Field(10_000_000, ge=1024)
+
+    @field_validator("prediction_log", mode="before")
+    @classmethod
+    def empty_means_off(cls, value):
+        """`PREDICTION_LOG=` (empty) turns the log off, as unset does
+        (`make production PREDICTION_LOG=`), instead of naming `.`."""
+        return None if value == "" else value
 
     @property
     def fp32_model_path(self) -> Path:
