@@ -26,6 +26,7 @@ def test_each_round_is_compared_with_its_own_limit():
     assert figure.value == 6000  # the median throughput
     assert figure.ratio == 0.6  # the median of 0.6, 0.5 and 0.75
     assert (figure.p50_ms, figure.p99_ms, figure.errors) == (5.0, 30.0, 1)
+    assert [r["p99_ms"] for r in figure.rounds] == [10.0, 30.0, 8.0]
     batch = bench.combine("/batch-predict", rounds[:1], items=256)
     assert batch.value == 6000 * 256 and batch.unit == "items/s"
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .local_server import (
@@ -438,21 +438,32 @@ class Figure:
     target: str = ""
     passed: bool | None = None
     errors: int = 0
+    rounds: list[dict] = field(default_factory=list)  # each round's figures
 
 
 def combine(name: str, rounds: list[tuple[Result, float]], items=1):
     """One figure from the rounds of a load point, each round as
     (result, the limit measured in that round): the median throughput and
     ratio to the limit, the median p50 and the worst p99."""
-    values = [result.per_s * items for result, _ in rounds]
+    each = [
+        {
+            "value": result.per_s * items,
+            "ratio": result.per_s * items / limit,
+            "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms,
+            "errors": result.errors,
+        }
+        for result, limit in rounds
+    ]
     return Figure(
         name,
-        median(values),
+        median(r["value"] for r in each),
         "items/s" if items > 1 else "req/s",
-        median(result.p50_ms for result, _ in rounds),
-        max(result.p99_ms for result, _ in rounds),
-        median(v / limit for v, (_, limit) in zip(values, rounds)),
-        errors=sum(result.errors for result, _ in rounds),
+        median(r["p50_ms"] for r in each),
+        max(r["p99_ms"] for r in each),
+        median(r["ratio"] for r in each),
+        errors=sum(r["errors"] for r in each),
+        rounds=each,
     )
 
 
