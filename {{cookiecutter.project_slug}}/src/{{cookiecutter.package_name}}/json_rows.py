@@ -25,6 +25,23 @@ def number_texts(values: Sequence[float] | np.ndarray) -> list[bytes]:
     return text.split(b",") if text else []
 
 
+def member_keys(names: Sequence[str]) -> list[bytes]:
+    """`"name":` for every name, each after the first led by its comma."""
+    keys = [orjson.dumps(name) + b":" for name in names]
+    return keys[:1] + [b"," + key for key in keys[1:]]
+
+
+def number_members(
+    keys: Sequence[bytes], numbers: list[bytes]
+) -> list[Column]:
+    """The columns of `"a":1,"b":2` in every row: member_keys, and the
+    numbers of all rows one after another (row by row, key by key)."""
+    columns: list[Column] = []
+    for k, key in enumerate(keys):
+        columns += [key, numbers[k :: len(keys)]]
+    return columns
+
+
 def join_rows(columns: Sequence[Column], n: int) -> list[bytes]:
     """Each row's pieces joined: one bytes a row."""
     pieces = [repeat(c, n) if isinstance(c, bytes) else c for c in columns]

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import torch
 
-from .json_rows import join_rows, number_texts
+from .json_rows import join_rows, member_keys, number_members, number_texts
 from .model import Classifier
 from .settings import Settings
 
@@ -68,12 +68,11 @@ class AnswerEncoder:
 
     def __init__(self, classes: Sequence[str]):
         self.width = len(classes)
-        names = [orjson.dumps(name) for name in classes]
         self.label_then_confidence = [
-            b'{"label":' + name + b',"confidence":' for name in names
+            b'{"label":' + orjson.dumps(name) + b',"confidence":'
+            for name in classes
         ]
-        self.keys = [b',"probabilities":{' + names[0] + b":"]
-        self.keys += [b"," + name + b":" for name in names[1:]]
+        self.keys = member_keys(classes)
 
     def __call__(self, probabilities: np.ndarray) -> list[bytes]:
         n, width = len(probabilities), self.width
@@ -82,10 +81,9 @@ class AnswerEncoder:
         confidence = map(
             numbers.__getitem__, (np.arange(n) * width + best).tolist()
         )
-        columns = [map(self.label_then_confidence.__getitem__, best.tolist())]
-        columns.append(confidence)
-        for k in range(width):
-            columns += [self.keys[k], numbers[k::width]]
+        labels = map(self.label_then_confidence.__getitem__, best.tolist())
+        columns = [labels, confidence, b',"probabilities":{']
+        columns += number_members(self.keys, numbers)
         columns.append(b"}}")
         return join_rows(columns, n)
 

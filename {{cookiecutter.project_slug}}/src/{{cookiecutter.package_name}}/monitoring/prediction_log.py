@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from ..json_rows import join_all, number_texts
+from ..json_rows import join_all, member_keys, number_members, number_texts
 
 FLUSH_BYTES = 64 * 1024
 FLUSH_S = 1.0
@@ -31,8 +31,7 @@ class PredictionLog:
         self.path = Path(path)
         self.rotated = self.path.with_name(self.path.name + ".1")
         self.features = list(features)
-        names = [orjson.dumps(name) + b":" for name in self.features]
-        self.keys = names[:1] + [b"," + name for name in names[1:]]
+        self.keys = member_keys(self.features)
         self.max_bytes = max_bytes
         # Small next to max_bytes: a file overshoots by one buffer a worker.
         self.flush_bytes = min(FLUSH_BYTES, max_bytes // 16)
@@ -62,11 +61,9 @@ class PredictionLog:
     def lines(self, rows: Sequence[tuple], encoded, ts: float) -> bytes:
         """`{"ts":..,"inputs":{feature: value, ..},"prediction":..}` and a
         line break for every row."""
-        width = len(self.features)
         numbers = number_texts(list(chain.from_iterable(rows)))
         columns = [b'{"ts":' + orjson.dumps(ts) + b',"inputs":{']
-        for k in range(width):
-            columns += [self.keys[k], numbers[k::width]]
+        columns += number_members(self.keys, numbers)
         columns += [b'},"prediction":', encoded, b"}\n"]
         return join_all(columns, len(rows))
 
