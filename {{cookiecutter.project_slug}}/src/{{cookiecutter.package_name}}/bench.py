@@ -642,8 +642,8 @@ def run_bench(
     per_round = max(1.0, seconds / rounds)
     limits: list[dict[str, float]] = []
     measured: dict[str, list] = {p.name: [] for p in plan}
-    # First: it also brings torch's files into the page cache, as they
-    # were for the cold start before rounds (the limit imported torch).
+    # First, alone: it also brings torch's files into the page cache, so
+    # the cold start below measures start-up work, not disk reads.
     figures = {IMPORT_TORCH: Figure(IMPORT_TORCH, import_torch_seconds(), "s")}
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         started = {
