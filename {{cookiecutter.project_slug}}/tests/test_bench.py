@@ -31,6 +31,26 @@ def test_each_round_is_compared_with_its_own_limit():
     assert batch.value == 6000 * 256 and batch.unit == "items/s"
 
 
+def test_cached_and_naive_are_compared_round_by_round():
+    def figure(name, per_s):
+        rounds = [(bench.Result(n, 1.0, 0, 1.0, 2.0), 10_000) for n in per_s]
+        return bench.combine(name, rounds)
+
+    figures = {
+        bench.CACHED: figure(bench.CACHED, [9_000, 18_500, 12_000]),
+        bench.HEALTH: figure(bench.HEALTH, [10_000, 20_000, 20_000]),
+        bench.PREDICT: figure(bench.PREDICT, [6_000, 9_000, 6_500]),
+        bench.NAIVE: figure(bench.NAIVE, [1_900, 2_800, 2_600]),
+    }
+    bench.judge(figures, {"single_per_s": 10_000.0})
+    # Round by round: 0.9, 0.925 and 0.6 of /health; 3.2, 3.2 and 2.5
+    # times naive. The ratios of the medians (0.6, 2.5) would mix rounds.
+    assert figures[bench.CACHED].passed is True
+    assert "(0.90x)" in figures[bench.CACHED].target
+    assert figures[bench.PREDICT].passed is True
+    assert "(3.2x)" in figures[bench.PREDICT].target
+
+
 @pytest.fixture(scope="module")
 def server(artifacts):
     with bench.serve(f"{bench.PACKAGE}.api.main:create_app()", artifacts) as s:
