@@ -51,6 +51,13 @@ def test_cached_and_naive_are_compared_round_by_round():
     assert "(3.2x)" in figures[bench.PREDICT].target
 
 
+def test_a_start_is_the_median_of_its_measurements():
+    measurements = iter([2.9, 2.1, 2.4])
+    figure = bench.seconds_figure("start", measurements.__next__, 3)
+    assert (figure.value, figure.unit) == (2.4, "s")
+    assert [r["value"] for r in figure.rounds] == [2.9, 2.1, 2.4]
+
+
 @pytest.fixture(scope="module")
 def server(artifacts):
     with bench.serve(f"{bench.PACKAGE}.api.main:create_app()", artifacts) as s:
