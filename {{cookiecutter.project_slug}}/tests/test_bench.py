@@ -58,6 +58,12 @@ def test_a_start_is_the_median_of_its_measurements():
     assert [r["value"] for r in figure.rounds] == [2.9, 2.1, 2.4]
 
 
+def test_a_run_has_at_least_one_round(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--rounds", "0"])
+    assert "--rounds: at least 1" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def server(artifacts):
     with bench.serve(f"{bench.PACKAGE}.api.main:create_app()", artifacts) as s:

@@ -471,11 +471,9 @@ def paired_ratio(figure: Figure, other: Figure) -> float:
     """figure / other, as the limit ratios are: the median of each round's
     ratio, both measured in that round (the machine's speed changes between
     rounds, and the ratio of two medians can mix a fast round with a slow)."""
-    if len(figure.rounds) != len(other.rounds) or not figure.rounds:
-        return figure.value / other.value
     return median(
         mine["value"] / theirs["value"]
-        for mine, theirs in zip(figure.rounds, other.rounds)
+        for mine, theirs in zip(figure.rounds, other.rounds, strict=True)
     )
 
 
@@ -604,7 +602,7 @@ def cold_start_seconds(artifacts: Path) -> float:
 def seconds_figure(name: str, measure: Callable[[], float], times: int):
     """The median of `times` measurements, one at a time: a single start
     moves by half a second with the machine."""
-    each = [measure() for _ in range(max(1, times))]
+    each = [measure() for _ in range(times)]
     rounds = [{"value": value} for value in each]
     return Figure(name, median(each), "s", rounds=rounds)
 
@@ -742,6 +740,8 @@ def main(argv: list[str] | None = None) -> int:
         help="exit 1 when a target is missed",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     limit, figures = run_bench(
         args.artifacts,
         args.duration,
