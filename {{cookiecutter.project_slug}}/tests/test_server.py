@@ -78,11 +78,14 @@ async def requests_in_flight(port: int) -> float:
 
 
 def refuses_connections(port: int, timeout_s: float) -> bool:
+    """True once a new connection is turned away. A reset counts too: the
+    kernel completed our handshake into the listen queue just before the
+    listening socket closed, so the server never took the connection."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             socket.create_connection((HOST, port), 0.5).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
             return True
         time.sleep(0.02)
     return False
