@@ -25,11 +25,13 @@ def keep_cloud_target(project: Path, cloud: str) -> None:
         if target != cloud:
             shutil.rmtree(project / "deploy" / target, ignore_errors=True)
     workflows = project / "deploy" / cloud / "workflows"
+    for workflow in DEPLOY_WORKFLOWS:
+        live = project / ".github/workflows" / workflow
+        if workflows.is_dir():
+            shutil.move(workflows / workflow, live)
+        else:  # no target; with --overwrite-if-exists, not an earlier one's
+            live.unlink(missing_ok=True)
     if workflows.is_dir():
-        for workflow in DEPLOY_WORKFLOWS:
-            shutil.move(
-                workflows / workflow, project / ".github/workflows" / workflow
-            )
         workflows.rmdir()
 
 

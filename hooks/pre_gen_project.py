@@ -7,17 +7,38 @@ Cookiecutter removes the project directory when this hook exits non-zero.
 import json
 import keyword
 import re
+import shutil
 import sys
 import unicodedata
 
-# What the generated project imports: a package of the same name would
-# shadow it (and `test`/`tests`/`src` collide with the project's layout).
-TAKEN_NAMES = {
-    "api", "black", "fastapi", "flake8", "gunicorn", "httpx", "httpx2",
-    "hypothesis", "isort", "matplotlib", "numpy", "orjson",
-    "prometheus_client", "pydantic", "pydantic_settings", "pytest",
-    "redis", "scipy", "src", "starlette", "test", "tests", "torch",
-    "torchao", "tqdm", "uvicorn", "uvicorn_worker",
+# The project's own layout: a package of the same name would collide.
+LAYOUT_NAMES = {"api", "src", "test", "tests"}
+# The top-level modules of everything the lock files (CPU and GPU) and a
+# virtualenv install: the Makefile puts src/ first on the import path, so a
+# package of one of these names would hide it (`pip` would break `make
+# install`). tests/test_deep.py checks this list against a fresh install.
+INSTALLED_NAMES = {
+    "annotated_doc", "annotated_types", "anyio", "black", "blackd",
+    "blib2to3", "boolean", "build", "cachecontrol", "certifi",
+    "charset_normalizer", "click", "contourpy", "cycler", "cyclonedx",
+    "dateutil", "defusedxml", "dotenv", "fastapi", "filelock", "flake8",
+    "fsspec", "functorch", "gunicorn", "h11", "httpcore2", "httptools",
+    "httpx", "httpx2", "hypothesis", "idna", "iniconfig", "isort",
+    "isympy", "jinja2", "kiwisolver", "license_expression", "markdown_it",
+    "markupsafe", "matplotlib", "mccabe", "mdurl", "mpl_toolkits",
+    "mpmath", "msgpack", "mypy_extensions", "networkx", "numpy",
+    "opentelemetry", "orjson", "packageurl", "packaging",
+    "packaging_legacy_version", "pathspec", "pip", "pip_api", "pip_audit",
+    "pip_requirements_parser", "piptools", "platformdirs", "pluggy",
+    "prometheus_client", "py", "py_serializable", "pycodestyle",
+    "pydantic", "pydantic_core", "pydantic_settings", "pyflakes",
+    "pygments", "pylab", "pyparsing", "pyproject_hooks", "pytest",
+    "pytest_timeout", "pytokens", "redis", "requests", "rich", "scipy",
+    "setuptools", "sortedcontainers", "starlette", "sympy", "tomli",
+    "tomli_w", "torch", "torchao", "torchgen", "tqdm", "truststore",
+    "typing_extensions", "typing_inspection", "tzdata", "urllib3",
+    "uvicorn", "uvicorn_worker", "uvloop", "watchfiles", "websockets",
+    "wheel", "yaml",
 }  # fmt: skip
 
 # PEP 440, from packaging.version.VERSION_PATTERN (no dependency here).
@@ -43,6 +64,14 @@ EMPTY_SLUG = "name-without-letters"
 SUPPORTED_PYTHON = {"3.11"}
 # Cloud targets that cannot schedule a GPU, with what to pick instead.
 NO_GPU_TARGETS = {"aws-ecs-fargate"}
+# The longest slug a target's derived names allow, and the name that sets it.
+LONGEST_SLUG_ON = {
+    "gcp-cloud-run": (22, "its runtime service account '<slug>-runtime'", 30),
+    "azure-container-apps": (24, "its staging app '<slug>-staging'", 32),
+}
+# Azure Container Registry names: the slug without dashes, 5 to 50 letters
+# and digits.
+SHORTEST_REGISTRY = 5
 
 
 def check_project_name(name: str):
@@ -86,11 +115,11 @@ def check_package_name(name: str):
         )
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         return f"package_name {name!r} is a Python keyword: choose another."
-    if name in TAKEN_NAMES or name in sys.stdlib_module_names:
+    if name in LAYOUT_NAMES | INSTALLED_NAMES | sys.stdlib_module_names:
         return (
             f"package_name {name!r} would shadow the module of the same "
-            "name that the project imports: choose another (for example "
-            f"'{name}_service')."
+            "name that the project imports or installs: choose another "
+            f"(for example '{name}_service')."
         )
     return None
 
@@ -156,6 +185,34 @@ def check_accelerator_on_cloud(accelerator: str, cloud: str):
     return None
 
 
+def check_slug_on_cloud(slug: str, cloud: str):
+    if cloud in LONGEST_SLUG_ON:
+        longest, name, limit = LONGEST_SLUG_ON[cloud]
+        if len(slug) > longest:
+            return (
+                f"project_slug {slug!r} is too long for {cloud}: {name} may "
+                f"have at most {limit} characters, so use at most {longest}."
+            )
+    if cloud == "azure-container-apps":
+        registry = slug.replace("-", "")
+        if len(registry) < SHORTEST_REGISTRY:
+            return (
+                f"project_slug {slug!r} is too short for "
+                f"azure-container-apps: its registry name {registry!r} "
+                f"needs at least {SHORTEST_REGISTRY} letters and digits."
+            )
+    return None
+
+
+def check_git(init_git: bool):
+    if init_git and shutil.which("git") is None:
+        return (
+            "init_git is true but git is not installed: install git, or "
+            "answer init_git=false."
+        )
+    return None
+
+
 def problems(answers: dict) -> list[str]:
     found = [
         check_project_name(answers["project_name"]),
@@ -168,6 +225,8 @@ def problems(answers: dict) -> list[str]:
         *(check_characters(field, answers[field]) for field in TEXT_FIELDS),
         check_python(answers["python_version"]),
         check_accelerator_on_cloud(answers["accelerator"], answers["cloud"]),
+        check_slug_on_cloud(answers["project_slug"], answers["cloud"]),
+        check_git(answers["init_git"]),
     ]
     return [problem for problem in found if problem]
 

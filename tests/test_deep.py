@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+from hooks import pre_gen_project
+
 from .conftest import (
     SUPPORTED,
     free_port,
@@ -109,6 +111,36 @@ def test_lock_files_match_pyproject(bake, deep_env):
     before = {name: pins(project.read(name)) for name in names}
     make(project, "build", deep_env, timeout=600)
     assert {name: pins(project.read(name)) for name in names} == before
+
+
+TOP_LEVEL_MODULES = (
+    "import importlib.metadata, json; "
+    "print(json.dumps(sorted(importlib.metadata.packages_distributions())))"
+)
+
+
+def test_no_package_name_can_hide_an_installed_module(deep_env):
+    """The deep virtualenv holds both accelerators' locks: the hook must
+    refuse the name of every module they install (black's compiled
+    helpers and private modules aside: nobody picks those)."""
+    listed = subprocess.run(
+        [deep_env["PYTHON"], "-c", TOP_LEVEL_MODULES],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    modules = [
+        name
+        for name in json.loads(listed)
+        if not name.startswith("_") and "__mypyc" not in name
+    ]
+    assert "torch" in modules and "fastapi" in modules
+    allowed = [
+        name
+        for name in modules
+        if pre_gen_project.check_package_name(name) is None
+    ]
+    assert not allowed, f"add to INSTALLED_NAMES: {allowed}"
 
 
 TARGETED = [  # the figures the issue sets targets for

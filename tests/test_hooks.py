@@ -22,6 +22,24 @@ BAD_ANSWERS = [
     pytest.param({"package_name": "fastapi"}, "shadow", id="pkg-fastapi"),
     pytest.param({"package_name": "test"}, "shadow", id="pkg-test"),
     pytest.param({"package_name": "json"}, "shadow", id="pkg-stdlib"),
+    pytest.param({"package_name": "pip"}, "shadow", id="pkg-pip"),
+    pytest.param({"package_name": "yaml"}, "shadow", id="pkg-pyyaml"),
+    pytest.param({"project_name": "Packaging"}, "shadow", id="name-dep"),
+    pytest.param(
+        {"cloud": "gcp-cloud-run", "project_slug": "a" * 23},
+        "at most 22",
+        id="slug-long-for-gcp",
+    ),
+    pytest.param(
+        {"cloud": "azure-container-apps", "project_slug": "a" * 25},
+        "at most 24",
+        id="slug-long-for-azure",
+    ),
+    pytest.param(
+        {"cloud": "azure-container-apps", "project_slug": "ir-is"},
+        "registry name 'iris'",
+        id="slug-short-for-azure",
+    ),
     pytest.param({"package_name": "class"}, "keyword", id="pkg-keyword"),
     pytest.param({"package_name": "my-pkg"}, "identifier", id="pkg-dash"),
     pytest.param({"package_name": "Pkg"}, "identifier", id="pkg-upper"),
@@ -109,3 +127,37 @@ def test_keep_cloud_target_removes_the_others(tmp_path):
         "production.yml",
         "staging.yml",
     ]
+
+
+def test_regenerating_without_a_target_drops_the_old_ones_workflows(
+    tmp_path,
+):
+    """`cookiecutter -f` over a gcp-cloud-run project, with cloud=none."""
+    (tmp_path / "deploy/gcp-cloud-run").mkdir(parents=True)
+    (tmp_path / ".github/workflows").mkdir(parents=True)
+    for workflow in (*post_gen_project.DEPLOY_WORKFLOWS, "pr.yml"):
+        (tmp_path / ".github/workflows" / workflow).touch()
+    post_gen_project.keep_cloud_target(tmp_path, "none")
+    assert not (tmp_path / "deploy/gcp-cloud-run").exists()
+    workflows = [p.name for p in (tmp_path / ".github/workflows").iterdir()]
+    assert workflows == ["pr.yml"]
+
+
+@pytest.mark.parametrize(
+    "slug, cloud",
+    [
+        ("a" * 22, "gcp-cloud-run"),
+        ("a" * 24, "azure-container-apps"),
+        ("irisx", "azure-container-apps"),
+        ("a" * 36, "aws-ecs-fargate"),
+        ("a" * 36, "kubernetes"),
+    ],
+)
+def test_slugs_that_fit_the_cloud_pass(slug, cloud):
+    assert pre_gen_project.check_slug_on_cloud(slug, cloud) is None
+
+
+def test_git_init_without_git_is_refused(monkeypatch):
+    monkeypatch.setattr(pre_gen_project.shutil, "which", lambda name: None)
+    assert "git is not installed" in pre_gen_project.check_git(True)
+    assert pre_gen_project.check_git(False) is None
