@@ -2,6 +2,8 @@
 left of the template, every data file parses and the code passes lint."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -197,6 +199,75 @@ def test_make_help_lists_the_targets(bake):
         "format", "clean", "production", "bench", "drift-report", "audit",
     ):  # fmt: skip
         assert f"make {target} " in result.stdout
+
+
+def make_environment(project, unset=()) -> dict[str, str]:
+    """The environment make gives its recipes (GNU make's --eval), started
+    without the variables in `unset`."""
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    lines = subprocess.run(
+        ["make", "-s", "--eval", "show-env: ; @env", "show-env"],
+        cwd=project.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def test_make_leaves_settings_to_the_environment_and_dot_env(bake):
+    """PORT and the like come from the environment or .env (pydantic
+    reads both, the environment first): make must not set them."""
+    project = bake()
+    settings = ("PORT", "WEB_CONCURRENCY", "QUANTIZE_INT8")
+    seen = make_environment(project, unset=settings)
+    assert seen["PYTHONPATH"] == "src" and seen["ARTIFACTS_DIR"] == "artifacts"
+    assert not set(settings) & set(seen)
+
+
+@pytest.mark.parametrize("generated_with", [False, True])
+def test_quantize_int8_picks_the_model_make_builds(bake, generated_with):
+    project = bake(quantize_int8=generated_with)
+    for value, builds_int8 in [
+        (None, generated_with),
+        ("true", True),
+        ("false", False),
+        ("1", True),
+    ]:
+        env = {} if value is None else {"QUANTIZE_INT8": value}
+        plan = project.run("make", "-n", "train", env=env).stdout
+        assert ("quantize --artifacts" in plan) == builds_int8, (value, plan)
+
+
+def test_make_clean_keeps_the_virtualenv(bake):
+    """Its compiled modules: where PYTHONDONTWRITEBYTECODE is set they are
+    never written again, and every import compiles (seconds for torch)."""
+    project = bake()
+    package = project.path / "src" / project.path.name.replace("-", "_")
+    kept = project.path / ".venv/lib/site-packages/x/__pycache__/x.pyc"
+    removed = package / "__pycache__/settings.pyc"
+    for cached in (kept, removed):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(b"")
+    (project.path / "artifacts").mkdir()
+    project.run("make", "clean")
+    assert kept.exists()
+    assert not removed.exists() and not (project.path / "artifacts").exists()
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", "gpu"])
+def test_readme_documents_every_setting(bake, accelerator):
+    project = bake(accelerator=accelerator)
+    package = project.path.name.replace("-", "_")
+    settings = project.read(f"src/{package}/settings.py")
+    fields = re.findall(
+        r"^    ([a-z_0-9]+): ", settings.split("class Settings")[1], re.M
+    )
+    assert len(fields) > 20
+    readme = project.read("README.md")
+    missing = [f for f in fields if f"| `{f.upper()}` |" not in readme]
+    assert not missing, missing
 
 
 def test_settings_follow_the_options(bake):

@@ -110,13 +110,19 @@ def test_cpu_fallback_when_cuda_is_asked_for_but_absent(caplog, monkeypatch):
     assert "No CUDA device" in caplog.text
 
 
-def test_missing_model_file_names_the_path(tmp_path, artifacts):
-    settings = make_settings(tmp_path)
+@pytest.mark.parametrize(
+    "int8, command", [(False, "make train"), (True, "make quantize")]
+)
+def test_missing_model_file_names_the_path_and_the_command(
+    tmp_path, artifacts, int8, command
+):
+    settings = make_settings(tmp_path, quantize_int8=int8)
     (tmp_path / "preprocessing.json").write_text(
         (artifacts / "preprocessing.json").read_text()
     )
-    with pytest.raises(ModelLoadError, match=str(settings.model_path)):
+    with pytest.raises(ModelLoadError, match=str(settings.model_path)) as e:
         Predictor.load(settings)
+    assert f"run `{command}` first" in str(e.value)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong_shape", "pickle"])

@@ -116,10 +116,10 @@ def quantize_for(model: torch.nn.Module, device: torch.device):
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def load_state(path: Path) -> dict:
+def load_state(path: Path, made_by: str = "make train") -> dict:
     if not path.is_file():
         raise ModelLoadError(
-            f"Model file {path} not found: run `make train` first "
+            f"Model file {path} not found: run `{made_by}` first "
             "(or set ARTIFACTS_DIR to the folder that holds it)."
         )
     try:
@@ -176,7 +176,10 @@ class Predictor:
             path = settings.fp32_model_path
         elif settings.quantize_int8:
             model = quantize_for(model, device)
-        state = load_state(path)
+        int8_file = path != settings.fp32_model_path
+        state = load_state(
+            path, "make quantize" if int8_file else "make train"
+        )
         try:
             model.load_state_dict(state)
         except Exception as error:  # any mismatch of keys or shapes
