@@ -308,6 +308,10 @@ def test_kubernetes_deployment_probes_scales_and_gpus(bake, answers):
     assert pdb["spec"]["selector"]["matchLabels"] == labels
     assert k8s(project, "kustomization.yaml")["images"] == [{"name": slug}]
     assert container["image"] == slug
+    # A rollout never needs a GPU the replicas do not already hold.
+    rollout = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert rollout["maxSurge"] == (0 if gpu else 1)
+    assert rollout["maxUnavailable"] == (1 if gpu else 0)
 
 
 @pytest.mark.parametrize("answers", clouds("aws-ecs-fargate"))

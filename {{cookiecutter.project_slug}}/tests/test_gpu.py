@@ -1,9 +1,16 @@
 """GPU paths run where a CUDA device is present; the CPU fallback is tested
 everywhere (tests/test_pipeline.py)."""
 
+{% if cookiecutter.accelerator == "gpu" -%}
+import os
+from types import SimpleNamespace
+
+{% endif -%}
 import pytest
 import torch
-
+{% if cookiecutter.accelerator == "gpu" %}
+from {{ cookiecutter.package_name }} import gunicorn_conf
+{%- endif %}
 from {{ cookiecutter.package_name }}.predict import Predictor
 
 from .conftest import make_settings
@@ -39,3 +46,44 @@ def test_int8_on_cuda_uses_torchao(artifacts, dataset):
     )
     assert gpu.info()["quantized"]
     assert len(gpu.predict_rows(rows)) == len(rows)
+{%- if cookiecutter.accelerator == "gpu" %}
+
+
+class FakeArbiter:
+    """What gunicorn's pre_fork and post_fork hooks see of the master."""
+
+    def __init__(self):
+        self.WORKERS = {}
+
+    def spawn(self, pid: int, monkeypatch, visible: str | None):
+        worker = SimpleNamespace(pid=pid)
+        gunicorn_conf.pre_fork(self, worker)
+        self.WORKERS[pid] = worker
+        # post_fork runs in the child, which starts with the master's env.
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        gunicorn_conf.post_fork(self, worker)
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_each_worker_gets_its_own_gpu(monkeypatch):
+    master = FakeArbiter()
+    seen = [master.spawn(pid, monkeypatch, "3,5") for pid in (11, 12, 13)]
+    assert seen == ["3", "5", "3"]  # more workers than GPUs: round robin
+    del master.WORKERS[12]  # the worker on GPU 5 dies; its successor...
+    assert master.spawn(14, monkeypatch, "3,5") == "5"  # ...takes GPU 5
+
+
+def test_gpus_are_counted_when_none_are_listed(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    master = FakeArbiter()
+    seen = [master.spawn(pid, monkeypatch, None) for pid in (11, 12)]
+    assert seen == ["0", "1"]
+
+
+def test_no_gpu_leaves_the_environment_alone(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert FakeArbiter().spawn(11, monkeypatch, None) is None
+{%- endif %}

@@ -5,6 +5,9 @@ Uvicorn workers (async, one event loop each); one worker per core on CPU,
 one per GPU on GPU (see Settings.web_concurrency).
 """
 
+{% if cookiecutter.accelerator == "gpu" -%}
+import itertools
+{% endif -%}
 import logging
 import os
 import shutil
@@ -63,3 +66,30 @@ def child_exit(server, worker):
 
 def on_exit(server):
     shutil.rmtree(getattr(server, "prometheus_folder", ""), True)
+{%- if cookiecutter.accelerator == "gpu" %}
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this server may use, as CUDA_VISIBLE_DEVICES names them."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+    import torch  # counts through NVML: CUDA stays uninitialised
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def pre_fork(server, worker):
+    """The lowest GPU slot no live worker holds: a replaced worker gets the
+    GPU of the one it replaces."""
+    taken = {getattr(w, "gpu_slot", None) for w in server.WORKERS.values()}
+    worker.gpu_slot = next(i for i in itertools.count() if i not in taken)
+
+
+def post_fork(server, worker):
+    """One GPU per worker: "cuda" would put every worker on the first GPU.
+    Set before torch initialises CUDA in the worker, which reads it then."""
+    gpus = visible_gpus()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[worker.gpu_slot % len(gpus)]
+{%- endif %}
