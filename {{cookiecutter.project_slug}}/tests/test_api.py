@@ -114,6 +114,29 @@ def test_too_many_items_is_a_422_that_states_the_limit(artifacts):
     assert error["loc"] == ["body", "items"] and "3" in error["msg"]
 
 
+@pytest.mark.parametrize("item", [{}, 1, None], ids=["empty", "int", "null"])
+def test_too_many_invalid_items_are_refused_before_each_is_checked(
+    artifacts, item
+):
+    """The count comes first: a body of invalid items under the size limit
+    would otherwise cost seconds and an answer of 100 MB."""
+    with TestClient(create_app(make_settings(artifacts))) as client:
+        response = client.post("/batch-predict", json={"items": [item] * 5000})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["type"] == "too_long" and error["loc"] == ["body", "items"]
+
+
+def test_a_422_lists_at_most_a_hundred_problems(artifacts):
+    many_unknown_fields = {**SETOSA, **{f"field_{i}": 1 for i in range(500)}}
+    with TestClient(create_app(make_settings(artifacts))) as client:
+        single = client.post("/predict", json=many_unknown_fields)
+        batch = client.post("/batch-predict", json={"items": [{}] * 1000})
+    for response in (single, batch):
+        assert response.status_code == 422
+        assert len(response.json()["detail"]) == 100
+
+
 def test_oversized_body_is_a_413_that_states_the_limit(artifacts):
     settings = make_settings(artifacts, max_body_bytes=1024)
     with TestClient(create_app(settings)) as client:

@@ -1,10 +1,12 @@
 """The prediction cache: bounded, identical bodies on a hit, counted, shared
 through a real Redis, and a Redis outage is a warning, never an error."""
 
+import asyncio
 import json
 import logging
 import random
 
+import httpx2
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.api.cache import LocalCache
@@ -105,6 +107,29 @@ def test_replicas_share_hits_through_redis(artifacts, redis_url):
     assert computed.content == shared.content
     assert one_cache.misses == 1 and one_cache.hits["redis"] == 0
     assert other_cache.misses == 0 and other_cache.hits["redis"] == 1
+
+
+def test_many_concurrent_misses_are_not_an_outage(artifacts, redis_url):
+    """More requests in flight than the pool has connections: those past
+    it skip the shared cache; none is counted as a Redis failure."""
+    app = create_app(make_settings(artifacts, cache_url=redis_url))
+    flowers = [a_flower() for _ in range(300)]
+
+    async def post_all():
+        transport = httpx2.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx2.AsyncClient(transport=transport, base_url="http://x") as c,
+        ):
+            answers = await asyncio.gather(
+                *(c.post("/predict", json=flower) for flower in flowers)
+            )
+            return answers, app.state.service.cache._redis_usable()
+
+    answers, redis_usable = asyncio.run(post_all())
+    assert [a.status_code for a in answers] == [200] * len(flowers)
+    assert redis_usable, "Redis was taken for down"
+    assert app.state.service.cache.misses == len(flowers)
 
 
 def test_a_redis_outage_degrades_to_the_local_cache(artifacts, caplog):

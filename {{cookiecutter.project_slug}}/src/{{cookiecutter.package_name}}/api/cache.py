@@ -21,6 +21,12 @@ from ..monitoring import metrics
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5.0
+# Redis calls in flight per worker. Past that, a call skips the shared
+# cache (the model answers a miss in well under a millisecond) rather than
+# wait for a connection, or open more: redis-py's pool then raises "Too many
+# connections", which read as an outage under ordinary load.
+REDIS_CONNECTIONS = 32
+REDIS_TIMEOUT_S = 0.25
 MAX_BODY_KEY = 1024  # bytes; larger bodies are not kept as keys
 
 
@@ -76,6 +82,7 @@ class PredictionCache:
         self.ttl_s = ttl_s
         self.redis = None
         self._redis_down_until = 0.0
+        self._redis_idle = REDIS_CONNECTIONS  # calls that may start now
         # This instance's own counts (Prometheus has the process-wide ones).
         self.hits = {"local": 0, "redis": 0}
         self.misses = 0
@@ -85,25 +92,33 @@ class PredictionCache:
             import redis.asyncio as redis
 
             self.redis = redis.from_url(
-                url, socket_timeout=0.25, socket_connect_timeout=0.25
+                url,
+                max_connections=REDIS_CONNECTIONS,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
             )
 
     def _redis_key(self, key: Sequence[float]) -> str:
         return f"{self.namespace}:{','.join(map(repr, key))}"
 
     def _redis_usable(self) -> bool:
-        return self.redis is not None and time.monotonic() >= (
-            self._redis_down_until
+        return (
+            self.redis is not None
+            and self._redis_idle > 0
+            and time.monotonic() >= self._redis_down_until
         )
 
     def _redis_failed(self, error: Exception) -> None:
+        metrics.CACHE_ERRORS.inc()
+        now = time.monotonic()
+        if now < self._redis_down_until:
+            return  # a call that was in flight when Redis went: warned
         log.warning(
             "Redis cache unavailable (%s); using the local cache for %.0f s.",
             error,
             RETRY_AFTER_S,
         )
-        metrics.CACHE_ERRORS.inc()
-        self._redis_down_until = time.monotonic() + RETRY_AFTER_S
+        self._redis_down_until = now + RETRY_AFTER_S
 
     def get_body(self, body: bytes) -> tuple[tuple, bytes] | None:
         """(row, answer) of an earlier valid request with these bytes."""
@@ -125,13 +140,10 @@ class PredictionCache:
             self.hits["local"] += local_hits
             self._local_hits.inc(local_hits)
         if missing and self._redis_usable():
-            try:
-                shared = await self.redis.mget(
-                    [self._redis_key(keys[i]) for i in missing]
-                )
-            except Exception as error:  # any Redis failure: degrade
-                self._redis_failed(error)
-            else:
+            shared = await self._redis_get(
+                [self._redis_key(keys[i]) for i in missing]
+            )
+            if shared is not None:
                 still_missing = []
                 for i, value in zip(missing, shared):
                     if value is None:
@@ -149,9 +161,21 @@ class PredictionCache:
             metrics.LOCAL_CACHE_MISSES.inc(len(missing))
         return found
 
+    async def _redis_get(self, names: list[str]) -> list | None:
+        """MGET, or None where Redis failed."""
+        self._redis_idle -= 1
+        try:
+            return await self.redis.mget(names)
+        except Exception as error:  # any Redis failure: degrade
+            self._redis_failed(error)
+            return None
+        finally:
+            self._redis_idle += 1
+
     async def put_many(self, entries: dict[tuple, bytes]) -> None:
         self.local.put_many(entries)
         if entries and self._redis_usable():
+            self._redis_idle -= 1
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for key, value in entries.items():
@@ -159,6 +183,8 @@ class PredictionCache:
                     await pipe.execute()
             except Exception as error:
                 self._redis_failed(error)
+            finally:
+                self._redis_idle += 1
 
     async def close(self) -> None:
         if self.redis is not None:
