@@ -182,6 +182,7 @@ def test_characters_the_files_cannot_hold_are_named(text, words):
             "python_version": "3.11",
             "accelerator": "cpu",
             "cloud": "none",
+            "init_git": False,
             "description": text,
         }
     )
