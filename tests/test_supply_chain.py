@@ -59,6 +59,9 @@ def test_dependabot_updates_pip_and_actions(bake):
     (config,) = project.yaml(".github/dependabot.yml")
     ecosystems = {update["package-ecosystem"] for update in config["updates"]}
     assert {"pip", "github-actions"} <= ecosystems
+    (pip,) = [u for u in config["updates"] if u["package-ecosystem"] == "pip"]
+    # Its pin lives in three files Dependabot does not all know about.
+    assert {"dependency-name": "torch"} in pip["ignore"]
 
 
 @pytest.mark.parametrize("answers", SUPPORTED)

@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +57,19 @@ def test_training_is_reproducible(tmp_path, artifacts):
     first = json.loads((artifacts / "metrics.json").read_text())
     assert again["confusion_matrix"] == first["confusion_matrix"]
     assert again["final_loss"] == pytest.approx(first["final_loss"])
+
+
+def test_torch_is_pinned_alike_everywhere():
+    """pyproject.toml, the Makefile and the Dockerfile each pin torch (it
+    comes from the PyTorch index, outside the hashed locks)."""
+    root = Path(__file__).resolve().parents[1]
+    pins = {
+        "pyproject.toml": r'"torch==([^"]+)"',
+        "Makefile": r"^TORCH_VERSION := (\S+)$",
+        "Dockerfile": r"^ARG TORCH_VERSION=(\S+)$",
+    }
+    versions = {
+        name: re.search(pattern, (root / name).read_text(), re.M).group(1)
+        for name, pattern in pins.items()
+    }
+    assert len(set(versions.values())) == 1, versions
