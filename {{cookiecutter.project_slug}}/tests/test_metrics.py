@@ -80,6 +80,16 @@ def test_requests_are_counted_and_timed_per_route_and_status(client):
         )
     # The scrape itself is in flight while it renders.
     assert value(after, "http_requests_in_flight") >= 1
+    client.get("/monitoring/drift")
+    client.get("/no-such-page")
+    last = scrape(client)
+    for route, status in [
+        ("/metrics", "200"),
+        ("/monitoring/drift", "200"),
+        ("other", "404"),
+    ]:
+        labels = {"route": route, "method": "GET", "status": status}
+        assert value(last, "http_requests_total", **labels) >= 1, route
 
 
 def test_batches_cache_and_inference_are_measured(client):

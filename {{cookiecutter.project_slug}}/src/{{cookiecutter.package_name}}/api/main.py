@@ -410,7 +410,8 @@ class PredictionApp(FastAPI):
     """
 
     hot_routes: dict[tuple[str, str], Endpoint] = {}
-    hot_paths: frozenset[str] = frozenset()  # each its own metrics label
+    # Paths counted under their own route label (the rest: "other").
+    hot_paths: frozenset[str] = frozenset()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # lifespan
@@ -469,7 +470,9 @@ def create_app(settings: Settings | None = None) -> PredictionApp:
         ("GET", "/health"): Endpoint(service.health),
         ("GET", "/ready"): Endpoint(service.ready),
     }
-    app.hot_paths = frozenset(path for _, path in app.hot_routes)
+    app.hot_paths = frozenset(path for _, path in app.hot_routes) | {
+        "/metrics", "/monitoring/drift", "/docs", "/openapi.json"
+    }  # fmt: skip
     # The same endpoints as routes too: FastAPI answers what the hot path
     # does not (HEAD, a wrong method: 405).
     app.router.routes[:0] = [
