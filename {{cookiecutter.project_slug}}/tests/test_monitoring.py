@@ -5,6 +5,7 @@ distribution the reference came from must be flagged rarely (at most 10%
 of the time at p=0.05), shifted ones almost always.
 """
 
+import asyncio
 import csv
 import os
 
@@ -221,6 +222,25 @@ def test_prediction_log_rotates_and_stays_bounded(tmp_path):
     ]
     assert lines and all(r["prediction"]["label"] == "x" for r in lines)
     assert max(r["inputs"]["a"] for r in lines) == 1999.0
+
+
+def test_the_last_lines_reach_the_file_when_traffic_stops(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    encoded = [orjson.dumps({"label": "x"})]
+
+    async def write_then_wait():
+        log = PredictionLog(path, ["a"], max_bytes=1_000_000)
+        log.flush_every(0.05)
+        log.write([(1.0,)], encoded)  # just after a flush: buffered
+        await asyncio.sleep(0)
+        buffered = path.read_bytes()
+        await asyncio.sleep(0.2)  # no more requests
+        on_disk = path.read_bytes()
+        log.close()
+        return buffered, on_disk
+
+    buffered, on_disk = asyncio.run(write_then_wait())
+    assert buffered == b"" and len(on_disk.splitlines()) == 1
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False)

@@ -214,6 +214,8 @@ class Service:
         )
         # Recompute drift in the background too, so its gauges stay fresh.
         self.monitor.refresh_every(settings.drift_cache_s)
+        if self.monitor.log is not None:
+            self.monitor.log.flush_every()
         info = predictor.info()
         metrics.MODEL_INFO.labels(
             __version__,

@@ -6,11 +6,13 @@ disk use stays near twice `max_bytes` (plus one buffer per worker).
 
 Several workers share the file. Each buffers its lines and appends them
 with one `os.write` on an O_APPEND descriptor (whole lines, never mixed
-with another worker's), at least once a second. Rotation happens under a
+with another worker's), at least once a second, and a second after the
+last request when traffic stops (`flush_every`). Rotation happens under a
 file lock; a worker whose file was rotated by another reopens the new one
 on its next flush.
 """
 
+import asyncio
 import fcntl
 import os
 import time
@@ -40,6 +42,22 @@ class PredictionLog:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._flushed_at = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def flush_every(self, seconds: float = FLUSH_S) -> None:
+        """On the running loop: lines written before traffic stopped reach
+        the file (and `make drift-report`) within about `seconds` too."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a script): writes and close() flush
+
+        def tick():
+            if time.monotonic() - self._flushed_at >= seconds:
+                self.flush()
+            self._timer = loop.call_later(seconds, tick)
+
+        self._timer = loop.call_later(seconds, tick)
 
     def _open(self) -> int:
         return os.open(
@@ -108,6 +126,8 @@ class PredictionLog:
             os.close(lock)
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self.flush()
         os.close(self._fd)
 
