@@ -25,14 +25,14 @@ def keep_cloud_target(project: Path, cloud: str) -> None:
         if target != cloud:
             shutil.rmtree(project / "deploy" / target, ignore_errors=True)
     workflows = project / "deploy" / cloud / "workflows"
+    live = project / ".github/workflows"
+    if not workflows.is_dir():  # no target (nor, with -f, an earlier one's)
+        for workflow in DEPLOY_WORKFLOWS:
+            (live / workflow).unlink(missing_ok=True)
+        return
     for workflow in DEPLOY_WORKFLOWS:
-        live = project / ".github/workflows" / workflow
-        if workflows.is_dir():
-            shutil.move(workflows / workflow, live)
-        else:  # no target; with --overwrite-if-exists, not an earlier one's
-            live.unlink(missing_ok=True)
-    if workflows.is_dir():
-        workflows.rmdir()
+        shutil.move(workflows / workflow, live / workflow)
+    workflows.rmdir()
 
 
 def use_lock_files_for(project: Path, accelerator: str) -> None:

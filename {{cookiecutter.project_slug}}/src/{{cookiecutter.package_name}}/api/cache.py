@@ -14,7 +14,7 @@ warning, and tries Redis again after a pause.
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 
 from ..monitoring import metrics
 
@@ -140,8 +140,8 @@ class PredictionCache:
             self.hits["local"] += local_hits
             self._local_hits.inc(local_hits)
         if missing and self._redis_usable():
-            shared = await self._redis_get(
-                [self._redis_key(keys[i]) for i in missing]
+            shared = await self._on_redis(
+                self.redis.mget([self._redis_key(keys[i]) for i in missing])
             )
             if shared is not None:
                 still_missing = []
@@ -161,30 +161,28 @@ class PredictionCache:
             metrics.LOCAL_CACHE_MISSES.inc(len(missing))
         return found
 
-    async def _redis_get(self, names: list[str]) -> list | None:
-        """MGET, or None where Redis failed."""
+    async def _on_redis(self, call: Awaitable):
+        """The call's result, or None where Redis failed; counted among the
+        calls in flight while it runs."""
         self._redis_idle -= 1
         try:
-            return await self.redis.mget(names)
+            return await call
         except Exception as error:  # any Redis failure: degrade
             self._redis_failed(error)
             return None
         finally:
             self._redis_idle += 1
 
+    async def _store(self, entries: dict[tuple, bytes]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value in entries.items():
+                pipe.set(self._redis_key(key), value, ex=self.ttl_s)
+            await pipe.execute()
+
     async def put_many(self, entries: dict[tuple, bytes]) -> None:
         self.local.put_many(entries)
         if entries and self._redis_usable():
-            self._redis_idle -= 1
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for key, value in entries.items():
-                        pipe.set(self._redis_key(key), value, ex=self.ttl_s)
-                    await pipe.execute()
-            except Exception as error:
-                self._redis_failed(error)
-            finally:
-                self._redis_idle += 1
+            await self._on_redis(self._store(entries))
 
     async def close(self) -> None:
         if self.redis is not None:

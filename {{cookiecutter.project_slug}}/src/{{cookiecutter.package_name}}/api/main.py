@@ -413,7 +413,7 @@ class PredictionApp(FastAPI):
 
     hot_routes: dict[tuple[str, str], Endpoint] = {}
     # Paths counted under their own route label (the rest: "other").
-    hot_paths: frozenset[str] = frozenset()
+    labelled_paths: frozenset[str] = frozenset()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # lifespan
@@ -437,7 +437,7 @@ class PredictionApp(FastAPI):
             await super().__call__(scope, receive, send_with_status)
         finally:
             stats.in_flight -= 1
-            route = path if path in self.hot_paths else "other"
+            route = path if path in self.labelled_paths else "other"
             stats.record(route, method, status, time.perf_counter() - start)
 
 
@@ -472,7 +472,7 @@ def create_app(settings: Settings | None = None) -> PredictionApp:
         ("GET", "/health"): Endpoint(service.health),
         ("GET", "/ready"): Endpoint(service.ready),
     }
-    app.hot_paths = frozenset(path for _, path in app.hot_routes) | {
+    app.labelled_paths = frozenset(path for _, path in app.hot_routes) | {
         "/metrics", "/monitoring/drift", "/docs", "/openapi.json"
     }  # fmt: skip
     # The same endpoints as routes too: FastAPI answers what the hot path
