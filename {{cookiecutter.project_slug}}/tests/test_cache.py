@@ -6,10 +6,12 @@ import json
 import logging
 import random
 
-import httpx2
 from fastapi.testclient import TestClient
 
-from {{ cookiecutter.package_name }}.api.cache import LocalCache
+from {{ cookiecutter.package_name }}.api.cache import (
+    LocalCache,
+    PredictionCache,
+)
 from {{ cookiecutter.package_name }}.api.main import create_app
 
 from .conftest import free_port, make_settings
@@ -109,27 +111,28 @@ def test_replicas_share_hits_through_redis(artifacts, redis_url):
     assert other_cache.misses == 0 and other_cache.hits["redis"] == 1
 
 
-def test_many_concurrent_misses_are_not_an_outage(artifacts, redis_url):
-    """More requests in flight than the pool has connections: those past
-    it skip the shared cache; none is counted as a Redis failure."""
-    app = create_app(make_settings(artifacts, cache_url=redis_url))
-    flowers = [a_flower() for _ in range(300)]
+def test_many_concurrent_misses_are_not_an_outage(redis_url, caplog):
+    """More lookups in flight than the pool has connections: those past it
+    skip the shared cache; none is counted as a Redis failure. (Driven on
+    the cache itself: 300 HTTP requests through an in-process client kept
+    the loop busy for longer than the connect timeout.)"""
+    rows = [tuple(a_flower().values()) for _ in range(300)]
 
-    async def post_all():
-        transport = httpx2.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx2.AsyncClient(transport=transport, base_url="http://x") as c,
-        ):
-            answers = await asyncio.gather(
-                *(c.post("/predict", json=flower) for flower in flowers)
-            )
-            return answers, app.state.service.cache._redis_usable()
+    async def miss_all():
+        cache = PredictionCache(
+            100, namespace=f"test-{random.random()}", url=redis_url
+        )
+        found = await asyncio.gather(*(cache.get_many([r]) for r in rows))
+        usable = cache._redis_usable()
+        await cache.close()
+        return cache, found, usable
 
-    answers, redis_usable = asyncio.run(post_all())
-    assert [a.status_code for a in answers] == [200] * len(flowers)
+    with caplog.at_level(logging.WARNING):
+        cache, found, redis_usable = asyncio.run(miss_all())
+    assert found == [[None]] * len(rows)
     assert redis_usable, "Redis was taken for down"
-    assert app.state.service.cache.misses == len(flowers)
+    assert cache.misses == len(rows)
+    assert not [r for r in caplog.records if "Redis" in r.getMessage()]
 
 
 def test_a_redis_outage_degrades_to_the_local_cache(artifacts, caplog):
