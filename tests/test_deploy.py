@@ -2,13 +2,16 @@
 the service (probes, resources, autoscaling, GPUs where asked) and two
 workflows: staging builds the image once, production promotes its digest."""
 
+import json
 import re
 import shutil
 import subprocess
 import sys
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
+from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 
 from .conftest import CACHE, SUPPORTED
 
@@ -341,6 +344,49 @@ def test_cloudformation_passes_cfn_lint(bake, answers):
     target_group = resources["TargetGroup"]["Properties"]
     assert target_group["HealthCheckPath"] == READINESS
     assert target_group["Port"] == PORT
+
+
+# Services CloudFormation's handlers call only for features the stack does
+# not use: Lambda provisioned concurrency, Cognito on a listener, log
+# delivery to S3 or Firehose.
+UNUSED_SERVICES = {"lambda", "cognito-idp", "s3", "firehose"}
+
+
+def deploy_policy(project) -> dict:
+    """The deploy role's policy, as the AWS README writes it."""
+    readme = project.read("deploy/aws-ecs-fargate/README.md")
+    text = readme.split("cat > deploy-policy.json <<EOF\n")[1]
+    text = text.split("\nEOF")[0]
+    text = text.replace("$AWS_REGION", "eu-west-1")
+    return json.loads(text.replace("$ACCOUNT", "123456789012"))
+
+
+@pytest.mark.parametrize("answers", clouds("aws-ecs-fargate"))
+def test_deploy_role_may_do_what_cloudformation_does(bake, answers):
+    """The workflows run `cloudformation deploy` as the deploy role, so the
+    role needs every permission the stack's resource handlers use to
+    create, read, update and delete (AWS's resource schemas, which
+    cfn-lint ships): one missing stops the first deploy or its rollback."""
+    project = bake(**answers)
+    template = project.yaml("deploy/aws-ecs-fargate/cloudformation.yml")[0]
+    allowed = []
+    for statement in deploy_policy(project)["Statement"]:
+        if statement["Effect"] != "Allow":
+            continue
+        actions = statement["Action"]
+        allowed += [actions] if isinstance(actions, str) else actions
+    missing = set()
+    for resource_type in {r["Type"] for r in template["Resources"].values()}:
+        schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema(
+            "us-east-1", resource_type
+        ).schema
+        for handler in ("create", "read", "update", "delete"):
+            for permission in schema["handlers"][handler]["permissions"]:
+                if permission.split(":")[0] in UNUSED_SERVICES:
+                    continue
+                if not any(fnmatchcase(permission, a) for a in allowed):
+                    missing.add(f"{permission} ({resource_type} {handler})")
+    assert not missing, sorted(missing)
 
 
 @pytest.mark.parametrize("answers", clouds("gcp-cloud-run"))
