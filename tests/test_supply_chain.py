@@ -13,6 +13,30 @@ PINNED = re.compile(r"@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
 # One requirement of a pip-compile lock: the pin and its continuation lines.
 REQUIREMENT = re.compile(r"^(\S+)==\S+((?: \\\n +--hash=sha256:\w+)*)", re.M)
 PIP_INSTALL = re.compile(r"pip\b.*\binstall\b(.*)", re.I)
+# The scopes each workflow's token may hold, at its top level (None) and in
+# each job; any other scope, or write where read is listed, fails.
+READ = {"contents": "read"}
+# The managed clouds' jobs trade GitHub's OIDC token for short-lived cloud
+# credentials (no stored keys): minting it takes id-token: write.
+OIDC = {**READ, "id-token": "write"}
+ALLOWED_SCOPES = {
+    "pr.yml": {None: READ, "check-and-test": READ},
+    "staging.yml": {None: {}, "image": OIDC, "deploy": OIDC},
+    "production.yml": {None: {}, "promote": OIDC},
+}
+# Kubernetes keeps its image in GHCR: the image job pushes it with the
+# token (packages: write), promote pulls it back (read); the cluster is
+# reached with the KUBE_CONFIG secret, not OIDC.
+ALLOWED_SCOPES_ON = {
+    "kubernetes": {
+        "staging.yml": {
+            None: {},
+            "image": {**READ, "packages": "write"},
+            "deploy": READ,
+        },
+        "production.yml": {None: {}, "promote": {**READ, "packages": "read"}},
+    },
+}
 
 
 def workflows(project) -> list[str]:
@@ -28,6 +52,12 @@ def steps_and_jobs(workflow: dict):
     for job in workflow["jobs"].values():
         yield job
         yield from job.get("steps", [])
+
+
+def assert_grants_at_most(granted, allowed: dict, where) -> None:
+    # write-all and read-all are strings: every scope, never allowed.
+    assert isinstance(granted, dict), (where, granted)
+    assert granted.items() <= allowed.items(), (where, granted, allowed)
 
 
 @pytest.mark.parametrize("answers", SUPPORTED)
@@ -46,12 +76,19 @@ def test_every_action_is_pinned(bake, answers):
 @pytest.mark.parametrize("answers", SUPPORTED)
 def test_every_workflow_limits_its_token(bake, answers):
     project = bake(**answers)
+    cloud = answers.get("cloud", "none")
+    allowed_scopes = {**ALLOWED_SCOPES, **ALLOWED_SCOPES_ON.get(cloud, {})}
     for name in workflows(project):
         workflow = project.yaml(name)[0]
-        if "permissions" in workflow:
-            continue
+        allowed = allowed_scopes[name.rsplit("/", 1)[1]]
+        # Without a top-level block, a job without its own gets the
+        # repository's default token, which may write everything.
+        assert "permissions" in workflow, name
+        assert_grants_at_most(workflow["permissions"], allowed[None], name)
         for job_name, job in workflow["jobs"].items():
-            assert "permissions" in job, f"{name}: job {job_name}"
+            granted = job.get("permissions", workflow["permissions"])
+            assert job_name in allowed, (name, job_name, "not in the list")
+            assert_grants_at_most(granted, allowed[job_name], (name, job_name))
 
 
 def test_dependabot_updates_pip_and_actions(bake):
