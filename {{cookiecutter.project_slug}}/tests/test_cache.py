@@ -8,11 +8,13 @@ import random
 
 from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }}.api import main
 from {{ cookiecutter.package_name }}.api.cache import (
     LocalCache,
     PredictionCache,
 )
 from {{ cookiecutter.package_name }}.api.main import create_app
+from {{ cookiecutter.package_name }}.api.schemas import Item
 
 from .conftest import free_port, make_settings
 
@@ -71,9 +73,20 @@ def test_hits_return_identical_bodies_and_move_the_counters(artifacts):
     assert (cache.hits["local"], cache.misses, stored) == (1, 1, 1)
 
 
-def test_the_same_bytes_skip_validation_and_other_bytes_still_hit(artifacts):
+def test_the_same_bytes_skip_validation_and_other_bytes_still_hit(
+    artifacts, monkeypatch
+):
+    validated = []  # the bodies Pydantic was asked to validate
+
+    class CountedItem:
+        @staticmethod
+        def model_validate_json(body):
+            validated.append(body)
+            return Item.model_validate_json(body)
+
     flower = a_flower()
     with TestClient(create_app(make_settings(artifacts))) as client:
+        monkeypatch.setattr(main, "Item", CountedItem)  # the docs keep Item
         service = client.app.state.service
         first = client.post("/predict", json=flower)
         body = first.request.content
@@ -88,6 +101,8 @@ def test_the_same_bytes_skip_validation_and_other_bytes_still_hit(artifacts):
         window = list(service.monitor.inputs)
     assert first.content == second.content == third.content
     assert service.cache.misses == 1 and service.cache.hits["local"] == 2
+    # The third request, the first's bytes, was not validated again.
+    assert validated.count(body) == 1 and len(validated) == 4
     assert [r.status_code for r in refused] == [422, 422]
     # Answers from either layer reach the drift window.
     row = tuple(flower.values())
