@@ -151,20 +151,47 @@ def test_skewed_predicted_classes_are_prediction_drift(artifacts, population):
 
 
 def test_the_timer_runs_one_test_per_loop_turn(artifacts, population):
-    """In the background the report is computed a test at a time, with
-    requests served in between; the result is the same report."""
+    """In the background the report is computed a test at a time, one per
+    event-loop turn (requests are served in between), and it is the same
+    report /monitoring/drift computes."""
     predictor = population[2]
     monitor = new_monitor(artifacts / "reference.csv", predictor.classes)
     monitor.observe(*draw(population, 300, seed=2))
-    steps, turns = monitor.compute_steps(), 0
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            stepped = done.value
-            break
-        turns += 1
-    assert turns == len(monitor.features) + 1
+    turn, resumed = 0, []  # the loop turn of each step of the computation
+    compute_steps = monitor.compute_steps
+
+    def counted_steps():
+        steps = compute_steps()
+        while True:
+            resumed.append(turn)
+            try:
+                value = next(steps)
+            except StopIteration as done:
+                return done.value
+            yield value
+
+    async def background_report():
+        loop = asyncio.get_running_loop()
+
+        def count_turns():
+            nonlocal turn
+            turn += 1
+            loop.call_soon(count_turns)
+
+        count_turns()
+        monitor.compute_steps = counted_steps
+        monitor.refresh_every(0.001)
+        for _ in range(10_000):  # bounded: the report comes in ~10 turns
+            await asyncio.sleep(0)
+            if monitor._report is not None:
+                return monitor._report
+
+    stepped = asyncio.run(background_report())
+    assert stepped is not None
+    # One step per test, then the report; never two in one turn.
+    assert len(resumed) == len(monitor.features) + 2
+    assert len(set(resumed)) == len(resumed)
+    monitor.compute_steps = compute_steps
     whole = monitor.compute()
     stepped.pop("computed_at"), whole.pop("computed_at")
     assert stepped == whole
