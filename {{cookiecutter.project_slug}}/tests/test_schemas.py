@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -33,15 +33,31 @@ values = st.one_of(
 )
 good_values = st.floats(min_value=0.01, max_value=30)
 keys = st.sampled_from([*FEATURES, "colour", "Sepal_length"])
+good_item = st.fixed_dictionaries({name: good_values for name in FEATURES})
+# Good but for one field: every bound and type, one at a time.
+one_off_item = st.builds(
+    lambda item, name, value: {**item, name: value},
+    good_item,
+    st.sampled_from(FEATURES),
+    values,
+)
 items = st.one_of(
     st.fixed_dictionaries({name: values for name in FEATURES}),
-    st.fixed_dictionaries({name: good_values for name in FEATURES}),
+    good_item,
     st.dictionaries(keys, good_values, max_size=5),
     st.lists(good_values, max_size=4),
     good_values,
 )
 bodies = st.one_of(
     st.fixed_dictionaries({"items": st.lists(items, max_size=4)}),
+    # Mostly good batches, where one wrong value decides.
+    st.fixed_dictionaries(
+        {
+            "items": st.lists(
+                st.one_of(good_item, one_off_item), min_size=1, max_size=4
+            )
+        }
+    ),
     st.fixed_dictionaries(
         {"items": st.lists(items, max_size=4), "extra": st.just(1)}
     ),
@@ -57,8 +73,17 @@ def pydantic_rows(body: bytes) -> list[tuple] | None:
         return None
 
 
+def one_off(value) -> dict:
+    """A batch of one item, good but for its last field."""
+    return {"items": [{**dict.fromkeys(FEATURES, 5.1), FEATURES[-1]: value}]}
+
+
 @settings(max_examples=600, deadline=None)
 @given(bodies)
+@example(one_off(31)).via("the upper bound")
+@example(one_off(30.000001)).via("just over it")
+@example(one_off(0.0)).via("the lower bound")
+@example(one_off(True)).via("a boolean")
 def test_fast_path_accepts_only_what_the_schema_accepts(body):
     encoded = json.dumps(body).encode()
     fast = batch_rows(encoded)
