@@ -11,10 +11,18 @@ import torch
 {% if cookiecutter.accelerator == "gpu" %}
 from {{ cookiecutter.package_name }} import gunicorn_conf
 {%- endif %}
+{%- if cookiecutter.accelerator == "gpu" %}
+from {{ cookiecutter.package_name }}.model import Classifier
+from {{ cookiecutter.package_name }}.predict import Predictor, quantize_for
+{%- else %}
 from {{ cookiecutter.package_name }}.predict import Predictor
+{%- endif %}
 
 from .conftest import make_settings
 
+{% if cookiecutter.accelerator == "gpu" -%}
+CUDA = torch.device("cuda")
+{% endif -%}
 needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"
 )
@@ -45,8 +53,29 @@ def test_int8_on_cuda_uses_torchao(artifacts, dataset):
         make_settings(artifacts, device="cuda", quantize_int8=True)
     )
     assert gpu.info()["quantized"]
+    assert torchao_int8_weights(gpu.model)
     assert len(gpu.predict_rows(rows)) == len(rows)
+
+
+def torchao_int8_weights(model: torch.nn.Module) -> bool:
+    """Whether every Linear layer holds torchao's quantized weights."""
+    from torchao.utils import TorchAOBaseTensor
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return bool(linears) and all(
+        isinstance(m.weight, TorchAOBaseTensor) for m in linears
+    )
 {%- if cookiecutter.accelerator == "gpu" %}
+
+
+def test_the_cuda_int8_scheme_is_torchao_weight_only():
+    """quantize_for's CUDA branch, run on the CPU (torchao's int8
+    weight-only tensors work there too): every Linear gets int8 weights,
+    and the model still answers."""
+    model = quantize_for(Classifier(n_classes=3, n_features=4).eval(), CUDA)
+    assert torchao_int8_weights(model)
+    with torch.inference_mode():
+        assert model(torch.rand(5, 4)).shape == (5, 3)
 
 
 class FakeArbiter:

@@ -3,6 +3,11 @@ import json
 import pytest
 
 from {{ cookiecutter.package_name }}.predict import Predictor
+from {{ cookiecutter.package_name }}.train import (
+    SEED,
+    VALIDATION_SHARE,
+    stratified_split,
+)
 
 from .conftest import make_settings
 
@@ -17,13 +22,39 @@ def int8_figures(artifacts):
     return json.loads((artifacts / "metrics.json").read_text())["int8"]
 
 
-def test_int8_agrees_with_fp32_on_held_out_rows(int8_figures):
-    assert int8_figures["agreement"] >= MIN_AGREEMENT
-    loss = (
-        int8_figures["fp32"]["val_accuracy"]
-        - int8_figures["int8"]["val_accuracy"]
-    )
+def held_out(dataset) -> tuple[list[tuple], list[str]]:
+    """The validation rows of `make train`, and their true labels."""
+    _, classes, x, y = dataset
+    _, rows = stratified_split(y, VALIDATION_SHARE, SEED)
+    inputs = [tuple(map(float, r)) for r in x[rows]]
+    return inputs, [classes[i] for i in y[rows]]
+
+
+def labels(artifacts, rows, quantize_int8: bool) -> list[str]:
+    settings = make_settings(artifacts, quantize_int8=quantize_int8)
+    return [p["label"] for p in Predictor.load(settings).predict_rows(rows)]
+
+
+def share(pairs) -> float:
+    pairs = list(pairs)
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def test_int8_agrees_with_fp32_on_held_out_rows(
+    artifacts, dataset, int8_figures
+):
+    rows, truth = held_out(dataset)
+    fp32 = labels(artifacts, rows, quantize_int8=False)
+    int8 = labels(artifacts, rows, quantize_int8=True)
+    agreement = share(zip(fp32, int8))
+    assert agreement >= MIN_AGREEMENT
+    loss = share(zip(fp32, truth)) - share(zip(int8, truth))
     assert loss <= MAX_ACCURACY_LOSS
+    # `make quantize` recorded what the models the service loads do.
+    assert int8_figures["agreement"] == pytest.approx(agreement)
+    assert int8_figures["int8"]["val_accuracy"] == pytest.approx(
+        share(zip(int8, truth))
+    )
 
 
 def test_int8_weights_are_smaller(int8_figures, artifacts):
@@ -43,12 +74,22 @@ def test_metrics_record_speed_and_size_of_both(int8_figures, figure):
     assert int8_figures["int8"][figure] > 0
 
 
+def quantized_layers(predictor) -> list:
+    return [
+        layer
+        for layer in predictor.model.modules()
+        if ".quantized." in type(layer).__module__
+    ]
+
+
 def test_service_serves_the_int8_model_when_asked(artifacts, dataset):
     _, classes, x, y = dataset
     rows = [tuple(map(float, r)) for r in x]
     fp32 = Predictor.load(make_settings(artifacts, quantize_int8=False))
     int8 = Predictor.load(make_settings(artifacts, quantize_int8=True))
     assert int8.info()["quantized"] and not fp32.info()["quantized"]
+    # The int8 model's Linear layers are quantized ones, the fp32 model's not.
+    assert quantized_layers(int8) and not quantized_layers(fp32)
     labels = [p["label"] for p in fp32.predict_rows(rows)]
     labels8 = [p["label"] for p in int8.predict_rows(rows)]
     agreement = sum(a == b for a, b in zip(labels, labels8)) / len(rows)
