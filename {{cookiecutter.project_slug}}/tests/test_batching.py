@@ -79,8 +79,11 @@ def test_one_failing_item_fails_only_its_own_caller(bad):
     answers = asyncio.run(predict_all(MicroBatcher(recorder, 64), rows))
     assert isinstance(answers[bad], ValueError)
     assert answers[:bad] + answers[bad + 1 :] == rows[:bad] + rows[bad + 1 :]
-    # Retries split the batch: no call is ever bigger than the first one.
-    assert all(len(call) <= 64 for call in recorder.calls)
+    # Retries split the failing batch in halves, down to the bad item:
+    # log2(64) splits, each also answering its good half in one call.
+    failing = [len(call) for call in recorder.calls if rows[bad] in call]
+    assert failing == [64, 32, 16, 8, 4, 2, 1]
+    assert len(recorder.calls) == 2 * 6 + 1
 
 
 def test_a_wrong_number_of_results_is_an_error_not_a_hang():
