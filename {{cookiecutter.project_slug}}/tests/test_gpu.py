@@ -10,8 +10,6 @@ import pytest
 import torch
 {% if cookiecutter.accelerator == "gpu" %}
 from {{ cookiecutter.package_name }} import gunicorn_conf
-{%- endif %}
-{%- if cookiecutter.accelerator == "gpu" %}
 from {{ cookiecutter.package_name }}.model import Classifier
 from {{ cookiecutter.package_name }}.predict import Predictor, quantize_for
 {%- else %}

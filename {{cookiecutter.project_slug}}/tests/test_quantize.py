@@ -30,9 +30,13 @@ def held_out(dataset) -> tuple[list[tuple], list[str]]:
     return inputs, [classes[i] for i in y[rows]]
 
 
-def labels(artifacts, rows, quantize_int8: bool) -> list[str]:
+def load(artifacts, quantize_int8: bool) -> Predictor:
     settings = make_settings(artifacts, quantize_int8=quantize_int8)
-    return [p["label"] for p in Predictor.load(settings).predict_rows(rows)]
+    return Predictor.load(settings)
+
+
+def labels(predictor: Predictor, rows) -> list[str]:
+    return [p["label"] for p in predictor.predict_rows(rows)]
 
 
 def share(pairs) -> float:
@@ -44,17 +48,15 @@ def test_int8_agrees_with_fp32_on_held_out_rows(
     artifacts, dataset, int8_figures
 ):
     rows, truth = held_out(dataset)
-    fp32 = labels(artifacts, rows, quantize_int8=False)
-    int8 = labels(artifacts, rows, quantize_int8=True)
+    fp32 = labels(load(artifacts, quantize_int8=False), rows)
+    int8 = labels(load(artifacts, quantize_int8=True), rows)
     agreement = share(zip(fp32, int8))
+    int8_accuracy = share(zip(int8, truth))
     assert agreement >= MIN_AGREEMENT
-    loss = share(zip(fp32, truth)) - share(zip(int8, truth))
-    assert loss <= MAX_ACCURACY_LOSS
+    assert share(zip(fp32, truth)) - int8_accuracy <= MAX_ACCURACY_LOSS
     # `make quantize` recorded what the models the service loads do.
     assert int8_figures["agreement"] == pytest.approx(agreement)
-    assert int8_figures["int8"]["val_accuracy"] == pytest.approx(
-        share(zip(int8, truth))
-    )
+    assert int8_figures["int8"]["val_accuracy"] == pytest.approx(int8_accuracy)
 
 
 def test_int8_weights_are_smaller(int8_figures, artifacts):
@@ -83,14 +85,12 @@ def quantized_layers(predictor) -> list:
 
 
 def test_service_serves_the_int8_model_when_asked(artifacts, dataset):
-    _, classes, x, y = dataset
+    _, _, x, _ = dataset
     rows = [tuple(map(float, r)) for r in x]
-    fp32 = Predictor.load(make_settings(artifacts, quantize_int8=False))
-    int8 = Predictor.load(make_settings(artifacts, quantize_int8=True))
+    fp32 = load(artifacts, quantize_int8=False)
+    int8 = load(artifacts, quantize_int8=True)
     assert int8.info()["quantized"] and not fp32.info()["quantized"]
     # The int8 model's Linear layers are quantized ones, the fp32 model's not.
     assert quantized_layers(int8) and not quantized_layers(fp32)
-    labels = [p["label"] for p in fp32.predict_rows(rows)]
-    labels8 = [p["label"] for p in int8.predict_rows(rows)]
-    agreement = sum(a == b for a, b in zip(labels, labels8)) / len(rows)
+    agreement = share(zip(labels(fp32, rows), labels(int8, rows)))
     assert agreement >= MIN_AGREEMENT
