@@ -137,6 +137,14 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(server):
     assert time.monotonic() - stopping < graceful_timeout
 
 
+def test_the_start_up_log_holds_no_python_warning(server):
+    # A GPU project on a CPU logs one line about it; torch's notices about
+    # its own internals (TypedStorage, when reading int8 weights) would
+    # bury it, at every start of every worker.
+    server.wait_ready()
+    assert not re.findall(r"\w+Warning: .*", server.log())
+
+
 def missing(path):
     path.unlink()
 

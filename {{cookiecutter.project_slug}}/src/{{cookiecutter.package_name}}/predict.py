@@ -123,8 +123,14 @@ def load_state(path: Path, made_by: str = "make train") -> dict:
             "(or set ARTIFACTS_DIR to the folder that holds it)."
         )
     try:
-        # weights_only: a model file is data, never code to unpickle.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # int8 weights are read through torch's own TypedStorage, which
+            # warns about its deprecation: torch's concern, not our users'.
+            warnings.filterwarnings(
+                "ignore", "TypedStorage is deprecated", UserWarning
+            )
+            # weights_only: a model file is data, never code to unpickle.
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ModelLoadError(
             f"Model file {path} cannot be read ({error.__class__.__name__}: "
