@@ -306,6 +306,14 @@ def test_kubernetes_deployment_probes_scales_and_gpus(bake, answers):
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     hpa = k8s(project, "hpa.yaml")
     assert hpa["spec"]["scaleTargetRef"]["name"] == slug
+    # Each worker is one busy core at most: under full load the pods must
+    # be able to pass the CPU target, or the autoscaler never scales up.
+    env = {e["name"]: e["value"] for e in container["env"]}
+    busiest = 100 * int(env["WEB_CONCURRENCY"]) / float(
+        resources["requests"]["cpu"]
+    )
+    (cpu_target,) = hpa["spec"]["metrics"]
+    assert busiest > cpu_target["resource"]["target"]["averageUtilization"]
     assert hpa["spec"]["minReplicas"] >= 2
     pdb = k8s(project, "pdb.yaml")
     assert pdb["spec"]["selector"]["matchLabels"] == labels
