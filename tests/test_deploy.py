@@ -242,6 +242,38 @@ def test_production_promotes_a_digest_and_never_builds(bake, answers):
     assert READINESS in smoke and "/predict" in smoke
 
 
+DEVICE_CHECK = re.compile(r"^grep -q .*ready\.json \\\n.*\}$", re.MULTILINE)
+
+
+def ready_answer(device: str) -> str:
+    return json.dumps(
+        {"ready": True, "version": "0.1.0", "device": device}, separators=",:"
+    )
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_smoke_tests_fail_on_a_service_that_runs_on_another_device(
+    bake, answers, tmp_path
+):
+    # A GPU service that fell back to the CPU answers /ready all the same.
+    project = bake(**answers)
+    wanted = "cuda" if answers["accelerator"] == "gpu" else "cpu"
+    other = {"cuda": "cpu", "cpu": "cuda"}[wanted]
+    for name, workflow in workflows(project).items():
+        assert workflow["env"]["DEVICE"] == wanted, name
+        (check,) = DEVICE_CHECK.findall(scripts(workflow))
+        for device, exit_code in ((wanted, 0), (other, 1)):
+            (tmp_path / "ready.json").write_text(ready_answer(device))
+            done = subprocess.run(
+                ["bash", "-e", "-c", check],
+                cwd=tmp_path,
+                env={"DEVICE": wanted, "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == exit_code, (name, device, done.stdout)
+
+
 @pytest.mark.parametrize("answers", DEPLOYED)
 def test_readme_says_how_to_set_every_variable_the_workflows_read(
     bake, answers
