@@ -240,6 +240,18 @@ def test_quantize_int8_picks_the_model_make_builds(bake, generated_with):
         assert ("quantize --artifacts" in plan) == builds_int8, (value, plan)
 
 
+@pytest.mark.parametrize("lost", ["preprocessing.json", "reference.csv"])
+def test_make_trains_again_when_a_served_artifact_is_missing(bake, lost):
+    project = bake()
+    artifacts = project.path / "artifacts"
+    artifacts.mkdir()
+    for name in ("model.pt", "preprocessing.json", "reference.csv"):
+        (artifacts / name).write_bytes(b"")  # newer than data and code
+    assert "train --out" not in project.run("make", "-n", "train").stdout
+    (artifacts / lost).unlink()
+    assert "train --out" in project.run("make", "-n", "production").stdout
+
+
 def test_make_clean_keeps_the_virtualenv(bake):
     """Its compiled modules: where PYTHONDONTWRITEBYTECODE is set they are
     never written again, and every import compiles (seconds for torch)."""
