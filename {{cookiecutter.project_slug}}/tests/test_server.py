@@ -161,30 +161,46 @@ def wrong_shape(path):
     torch.save(state, path)
 
 
-DAMAGES = {
-    "missing": missing,
-    "truncated": truncated,
-    "wrong_shape": wrong_shape,
+def garbled(path):
+    """The header kept, every number turned into text."""
+    header, *rows = path.read_text().splitlines()
+    path.write_text("\n".join([header, *(r.replace(".", "x") for r in rows)]))
+
+
+def model_file(artifacts):
+    return make_settings(artifacts).model_path
+
+
+def drift_reference(artifacts):
+    return artifacts / "reference.csv"
+
+
+DAMAGES = {  # name: (which file, what happens to it)
+    "missing": (model_file, missing),
+    "truncated": (model_file, truncated),
+    "wrong_shape": (model_file, wrong_shape),
+    "missing_reference": (drift_reference, missing),
+    "garbled_reference": (drift_reference, garbled),
 }
 
 
 @pytest.fixture(scope="module")
 def broken_starts(artifacts, tmp_path_factory) -> dict:
-    """Start one server per damaged model file, all at once: each start
+    """Start one server per damaged artifact, all at once: each start
     imports torch, and side by side they take the time of one."""
     servers = {}
-    for name, damage in DAMAGES.items():
+    for name, (which_file, damage) in DAMAGES.items():
         folder = tmp_path_factory.mktemp(name) / "artifacts"
         shutil.copytree(artifacts, folder)
-        model_path = make_settings(folder).model_path
-        damage(model_path)
+        path = which_file(folder)
+        damage(path)
         server = server_for(folder, folder.parent / "server.log")
-        servers[name] = (server.start(), model_path)
+        servers[name] = (server.start(), path)
     results = {}
     try:
-        for name, (server, model_path) in servers.items():
+        for name, (server, path) in servers.items():
             exit_code = server.process.wait(120)
-            results[name] = (exit_code, server.log(), model_path)
+            results[name] = (exit_code, server.log(), path)
     finally:
         for server, _ in servers.values():
             server.__exit__()
@@ -192,15 +208,14 @@ def broken_starts(artifacts, tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
-def test_a_broken_model_file_stops_the_start_with_one_clear_line(
+def test_a_broken_artifact_stops_the_start_with_one_clear_line(
     broken_starts, damage
 ):
-    exit_code, log, model_path = broken_starts[damage]
+    exit_code, log, path = broken_starts[damage]
 
     assert exit_code != 0
-    naming_the_file = [
-        line for line in log.splitlines() if str(model_path) in line
-    ]
+    naming_the_file = [line for line in log.splitlines() if str(path) in line]
     assert len(naming_the_file) == 1, log
-    assert "[ERROR] Cannot start: Model file" in naming_the_file[0]
+    assert "[ERROR] Cannot start: " in naming_the_file[0]
+    assert "`make " in naming_the_file[0]  # what to run
     assert "Traceback" not in log

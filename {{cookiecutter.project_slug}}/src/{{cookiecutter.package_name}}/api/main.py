@@ -200,18 +200,21 @@ class Service:
             ttl_s=settings.cache_ttl_s,
         )
         log_file = settings.prediction_log
-        self.monitor = DriftMonitor(
-            settings.artifacts_dir / "reference.csv",
-            predictor.classes,
-            window=settings.drift_window,
-            min_samples=settings.drift_min_samples,
-            p_value=settings.drift_p_value,
-            cache_s=settings.drift_cache_s,
-            log=log_file
-            and PredictionLog(
-                log_file, FEATURES, settings.prediction_log_max_bytes
-            ),
-        )
+        try:
+            self.monitor = DriftMonitor(
+                settings.artifacts_dir / "reference.csv",
+                predictor.classes,
+                window=settings.drift_window,
+                min_samples=settings.drift_min_samples,
+                p_value=settings.drift_p_value,
+                cache_s=settings.drift_cache_s,
+                log=log_file
+                and PredictionLog(
+                    log_file, FEATURES, settings.prediction_log_max_bytes
+                ),
+            )
+        except (FileNotFoundError, ValueError) as error:  # made by training
+            raise ModelLoadError(str(error)) from None
         # Recompute drift in the background too, so its gauges stay fresh.
         self.monitor.refresh_every(settings.drift_cache_s)
         if self.monitor.log is not None:

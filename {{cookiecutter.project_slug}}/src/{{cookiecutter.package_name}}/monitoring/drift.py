@@ -71,10 +71,17 @@ def load_reference(path: Path):
             f"Drift reference {path} is missing or empty ({error}); "
             "run `make train`."
         ) from error
-    features = header[:-2]
-    inputs = np.array([[float(v) for v in r[:-2]] for r in rows])
-    labels = [r[-2] for r in rows]
-    confidences = np.array([float(r[-1]) for r in rows])
+    try:
+        features = header[:-2]
+        inputs = np.array([[float(v) for v in r[:-2]] for r in rows])
+        labels = [r[-2] for r in rows]
+        confidences = np.array([float(r[-1]) for r in rows])
+        if inputs.shape != (len(rows), len(features)) or not rows:
+            raise ValueError(f"not one row of {len(features)} features each")
+    except (ValueError, IndexError) as error:  # empty, ragged, not numbers
+        raise ValueError(
+            f"Drift reference {path} is malformed ({error}); run `make train`."
+        ) from None
     return features, inputs, labels, confidences
 
 
