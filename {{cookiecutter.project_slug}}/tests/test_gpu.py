@@ -2,6 +2,7 @@
 everywhere (tests/test_pipeline.py)."""
 
 {% if cookiecutter.accelerator == "gpu" -%}
+import copy
 import os
 from types import SimpleNamespace
 
@@ -10,13 +11,13 @@ import pytest
 import torch
 {% if cookiecutter.accelerator == "gpu" %}
 from {{ cookiecutter.package_name }} import gunicorn_conf
-from {{ cookiecutter.package_name }}.model import Classifier
 from {{ cookiecutter.package_name }}.predict import Predictor, quantize_for
 {%- else %}
 from {{ cookiecutter.package_name }}.predict import Predictor
 {%- endif %}
 
 from .conftest import make_settings
+from .test_quantize import MIN_AGREEMENT
 
 {% if cookiecutter.accelerator == "gpu" -%}
 CUDA = torch.device("cuda")
@@ -52,7 +53,16 @@ def test_int8_on_cuda_uses_torchao(artifacts, dataset):
     )
     assert gpu.info()["quantized"]
     assert torchao_int8_weights(gpu.model)
-    assert len(gpu.predict_rows(rows)) == len(rows)
+    cpu = Predictor.load(
+        make_settings(artifacts, device="cpu", quantize_int8=False)
+    )
+    assert same_labels(gpu, cpu, rows) >= MIN_AGREEMENT
+
+
+def same_labels(one: Predictor, other: Predictor, rows) -> float:
+    """The share of rows both predictors give the same label."""
+    pairs = zip(one.predict_rows(rows), other.predict_rows(rows))
+    return sum(a["label"] == b["label"] for a, b in pairs) / len(rows)
 
 
 def torchao_int8_weights(model: torch.nn.Module) -> bool:
@@ -66,14 +76,21 @@ def torchao_int8_weights(model: torch.nn.Module) -> bool:
 {%- if cookiecutter.accelerator == "gpu" %}
 
 
-def test_the_cuda_int8_scheme_is_torchao_weight_only():
+def test_the_cuda_int8_scheme_is_torchao_weight_only(artifacts, dataset):
     """quantize_for's CUDA branch, run on the CPU (torchao's int8
-    weight-only tensors work there too): every Linear gets int8 weights,
-    and the model still answers."""
-    model = quantize_for(Classifier(n_classes=3, n_features=4).eval(), CUDA)
+    weight-only tensors work there too): every Linear of the trained model
+    gets int8 weights, and its labels stay those of fp32."""
+    _, _, x, _ = dataset
+    rows = [tuple(map(float, r)) for r in x]
+    fp32 = Predictor.load(
+        make_settings(artifacts, device="cpu", quantize_int8=False)
+    )
+    model = quantize_for(copy.deepcopy(fp32.model), CUDA)
     assert torchao_int8_weights(model)
-    with torch.inference_mode():
-        assert model(torch.rand(5, 4)).shape == (5, 3)
+    int8 = Predictor(
+        model, fp32.features, fp32.classes, fp32.device, fp32.version, True
+    )
+    assert same_labels(int8, fp32, rows) >= MIN_AGREEMENT
 
 
 class FakeArbiter:
