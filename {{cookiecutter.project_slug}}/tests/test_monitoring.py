@@ -353,6 +353,31 @@ def test_drift_report_is_a_self_contained_html_file(
     assert "http://" not in page and "https://" not in page  # no server
 
 
+@pytest.mark.parametrize(
+    "content",
+    [None, "", "a,b,label,confidence\n1,x"],
+    ids=["missing", "empty", "not_numbers"],
+)
+def test_drift_report_says_clearly_when_the_reference_is_unusable(
+    artifacts, population, tmp_path, content
+):
+    features, _, _ = population
+    log_path = tmp_path / "predictions.jsonl"
+    log = PredictionLog(log_path, features, max_bytes=10_000_000)
+    log.write(*draw(population, 10, seed=3))
+    log.close()
+    reference = tmp_path / "artifacts" / "reference.csv"
+    reference.parent.mkdir()
+    if content is not None:
+        reference.write_text(content)
+    with pytest.raises(SystemExit) as stopped:
+        report.main(
+            ["--log", str(log_path), "--artifacts", str(reference.parent)]
+        )
+    assert str(reference) in str(stopped.value)
+    assert "make train" in str(stopped.value)
+
+
 @pytest.mark.parametrize("content", [None, b""], ids=["missing", "empty"])
 def test_drift_report_says_clearly_when_there_is_no_log(
     artifacts, tmp_path, content

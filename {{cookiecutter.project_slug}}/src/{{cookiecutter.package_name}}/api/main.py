@@ -200,6 +200,9 @@ class Service:
             ttl_s=settings.cache_ttl_s,
         )
         log_file = settings.prediction_log
+        log = log_file and PredictionLog(
+            log_file, FEATURES, settings.prediction_log_max_bytes
+        )
         try:
             self.monitor = DriftMonitor(
                 settings.artifacts_dir / "reference.csv",
@@ -208,10 +211,7 @@ class Service:
                 min_samples=settings.drift_min_samples,
                 p_value=settings.drift_p_value,
                 cache_s=settings.drift_cache_s,
-                log=log_file
-                and PredictionLog(
-                    log_file, FEATURES, settings.prediction_log_max_bytes
-                ),
+                log=log,
             )
         except (FileNotFoundError, ValueError) as error:  # made by training
             raise ModelLoadError(str(error)) from None

@@ -118,9 +118,12 @@ def build(records, files, reference_path: Path, p_value: float) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    features, reference, reference_labels, reference_conf = load_reference(
-        reference_path
-    )
+    try:
+        features, reference, reference_labels, reference_conf = load_reference(
+            reference_path
+        )
+    except (FileNotFoundError, ValueError) as error:  # names the file
+        raise SystemExit(str(error)) from None
     try:
         recent = np.array(
             [[float(r["inputs"][f]) for f in features] for r in records]
