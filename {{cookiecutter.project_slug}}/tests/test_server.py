@@ -10,10 +10,12 @@ import shutil
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }} import soak
 from {{ cookiecutter.package_name }}.api.schemas import FEATURES
 from {{ cookiecutter.package_name }}.gunicorn_conf import graceful_timeout
 from {{ cookiecutter.package_name }}.soak import (
@@ -135,6 +137,32 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(server):
         assert reply.closed  # the server says it closes after the answer
     assert exit_code == 0, server.log()[-3000:]
     assert time.monotonic() - stopping < graceful_timeout
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_stopped_server_leaves_no_worker_behind(
+    artifacts, tmp_path, monkeypatch
+):
+    # Killing only gunicorn's master orphans the uvicorn workers, which do
+    # not notice: every server a test run started would go on running.
+    monkeypatch.setattr(soak, "STOP_TIMEOUT_S", 0.5)
+    with server_for(artifacts, tmp_path / "server.log") as server:
+        server.wait_ready()
+        workers = server.workers()
+        server.process.send_signal(signal.SIGSTOP)  # a master that hangs
+    assert workers
+    deadline = time.monotonic() + 10
+    while any(map(running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(running, workers))
 
 
 def test_the_start_up_log_holds_no_python_warning(server):

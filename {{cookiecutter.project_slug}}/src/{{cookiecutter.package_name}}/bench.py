@@ -45,8 +45,9 @@ from .local_server import (
     APP,
     PACKAGE,
     free_port,
+    kill_group,
     loopback_env,
-    production_command,
+    start_production,
 )
 from .settings import get_settings
 from .timing import items_per_second, percentile
@@ -168,7 +169,7 @@ def serve(app: str, artifacts: Path, **env: str):
         **env,
     )
     start = time.perf_counter()
-    process = subprocess.Popen(production_command(app), env=environment)
+    process = start_production(app, env=environment)
     try:
         deadline = start + READY_TIMEOUT_S
         while http_status(port, "/ready") != 200:
@@ -181,8 +182,7 @@ def serve(app: str, artifacts: Path, **env: str):
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            kill_group(process)
 
 
 # --- load generators ---------------------------------------------------------

@@ -2,7 +2,9 @@
 it: shared by `make bench`, `make soak` and the tests of a real server."""
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,3 +39,22 @@ def loopback_env(port: int, **env: str) -> dict[str, str]:
         "PORT": str(port),
         **env,
     }
+
+
+def start_production(app: str = APP, **popen) -> subprocess.Popen:
+    """`production_command` in a process group of its own, so that
+    `kill_group` reaches its workers too."""
+    return subprocess.Popen(
+        production_command(app), start_new_session=True, **popen
+    )
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a server started by `start_production` and all its workers.
+    Killing only gunicorn's master would orphan the uvicorn workers, which
+    do not notice and go on running."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # all gone already
+        pass
+    process.wait()

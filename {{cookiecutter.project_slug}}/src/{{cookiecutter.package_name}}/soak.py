@@ -35,12 +35,14 @@ from .api.schemas import FEATURES
 from .local_server import (
     HOST,
     free_port,
+    kill_group,
     loopback_env,
-    production_command,
+    start_production,
 )
 from .settings import get_settings
 
 MAX_GROWTH = 0.05  # over the last third of the run
+STOP_TIMEOUT_S = 10  # a graceful stop at the end, before SIGKILL
 REQUEST_TIMEOUT_S = 15.0
 # Refused, reset, cut short, timed out or garbled: a failed request.
 NO_ANSWER = (OSError, EOFError, TimeoutError, ValueError, IndexError)
@@ -153,11 +155,8 @@ class Server:
 
     def start(self) -> "Server":
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                production_command(),
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            self.process = start_production(
+                env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         return self
 
@@ -191,8 +190,7 @@ class Server:
         try:
             return self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            kill_group(self.process)
             raise
 
     def __enter__(self) -> "Server":
@@ -200,8 +198,12 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_group(self.process)  # and any worker left behind
 
 
 @dataclass
