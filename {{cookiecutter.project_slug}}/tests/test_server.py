@@ -33,12 +33,13 @@ HELD = 240  # requests in flight when SIGTERM arrives
 BATCH = 50  # items in each held /batch-predict
 
 
-def server_for(artifacts_dir, log_path) -> Server:
+def server_for(artifacts_dir, log_path, **env: str) -> Server:
     return Server(
         log_path,
         ARTIFACTS_DIR=str(artifacts_dir),
         WEB_CONCURRENCY="1",
         LOG_LEVEL="info",
+        **env,
     )
 
 
@@ -154,7 +155,9 @@ def test_a_stopped_server_leaves_no_worker_behind(
     # Killing only gunicorn's master orphans the uvicorn workers, which do
     # not notice: every server a test run started would go on running.
     monkeypatch.setattr(soak, "STOP_TIMEOUT_S", 0.5)
-    with server_for(artifacts, tmp_path / "server.log") as server:
+    # A killed master leaves its metrics folder (made in TMPDIR) behind.
+    log = tmp_path / "server.log"
+    with server_for(artifacts, log, TMPDIR=str(tmp_path)) as server:
         server.wait_ready()
         workers = server.workers()
         server.process.send_signal(signal.SIGSTOP)  # a master that hangs
