@@ -17,7 +17,7 @@ from {{ cookiecutter.package_name }}.predict import Predictor
 {%- endif %}
 
 from .conftest import make_settings
-from .test_quantize import MIN_AGREEMENT
+from .test_quantize import MIN_AGREEMENT, labels, share
 
 {% if cookiecutter.accelerator == "gpu" -%}
 CUDA = torch.device("cuda")
@@ -56,13 +56,7 @@ def test_int8_on_cuda_uses_torchao(artifacts, dataset):
     cpu = Predictor.load(
         make_settings(artifacts, device="cpu", quantize_int8=False)
     )
-    assert same_labels(gpu, cpu, rows) >= MIN_AGREEMENT
-
-
-def same_labels(one: Predictor, other: Predictor, rows) -> float:
-    """The share of rows both predictors give the same label."""
-    pairs = zip(one.predict_rows(rows), other.predict_rows(rows))
-    return sum(a["label"] == b["label"] for a, b in pairs) / len(rows)
+    assert share(zip(labels(gpu, rows), labels(cpu, rows))) >= MIN_AGREEMENT
 
 
 def torchao_int8_weights(model: torch.nn.Module) -> bool:
@@ -90,7 +84,7 @@ def test_the_cuda_int8_scheme_is_torchao_weight_only(artifacts, dataset):
     int8 = Predictor(
         model, fp32.features, fp32.classes, fp32.device, fp32.version, True
     )
-    assert same_labels(int8, fp32, rows) >= MIN_AGREEMENT
+    assert share(zip(labels(int8, rows), labels(fp32, rows))) >= MIN_AGREEMENT
 
 
 class FakeArbiter:

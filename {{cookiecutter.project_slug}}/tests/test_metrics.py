@@ -2,9 +2,7 @@
 alerts ask only for what it exposes, and that it adds up over workers."""
 
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 import urllib.request
@@ -18,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.package_name }}.local_server import (
     loopback_env,
-    production_command,
+    start_production,
+    stop_production,
 )
 from {{ cookiecutter.package_name }}.monitoring.metrics import (
     FLUSH_EVERY_S,
@@ -238,23 +237,13 @@ def two_workers(artifacts, tmp_path):
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        production_command(),
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    server = start_production(
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         yield f"http://127.0.0.1:{port}", tmp_path / "gunicorn.log"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+        stop_production(server, 30)
         log.close()
 
 

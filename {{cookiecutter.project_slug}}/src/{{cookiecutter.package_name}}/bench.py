@@ -29,7 +29,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -45,9 +44,9 @@ from .local_server import (
     APP,
     PACKAGE,
     free_port,
-    kill_group,
     loopback_env,
     start_production,
+    stop_production,
 )
 from .settings import get_settings
 from .timing import items_per_second, percentile
@@ -178,11 +177,7 @@ def serve(app: str, artifacts: Path, **env: str):
             time.sleep(0.005)
         yield Server(port, time.perf_counter() - start, process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            kill_group(process)
+        stop_production(process, 30)
 
 
 # --- load generators ---------------------------------------------------------

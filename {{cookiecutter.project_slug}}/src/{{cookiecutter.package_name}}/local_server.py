@@ -49,6 +49,18 @@ def start_production(app: str = APP, **popen) -> subprocess.Popen:
     )
 
 
+def stop_production(process: subprocess.Popen, timeout_s: float) -> bool:
+    """SIGTERM to the master, as a container runtime sends it; SIGKILL to
+    the whole group if it overstays. Whether it stopped in time."""
+    process.send_signal(signal.SIGTERM)  # nothing, if it has exited
+    try:
+        process.wait(timeout_s)
+        return True
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        return False
+
+
 def kill_group(process: subprocess.Popen) -> None:
     """SIGKILL a server started by `start_production` and all its workers.
     Killing only gunicorn's master would orphan the uvicorn workers, which

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from .local_server import (
     kill_group,
     loopback_env,
     start_production,
+    stop_production,
 )
 from .settings import get_settings
 
@@ -186,23 +186,15 @@ class Server:
 
     def terminate(self, timeout_s: float) -> int:
         """SIGTERM, then the exit code; SIGKILL if it overstays."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            kill_group(self.process)
-            raise
+        if not stop_production(self.process, timeout_s):
+            raise subprocess.TimeoutExpired(self.process.args, timeout_s)
+        return self.process.returncode
 
     def __enter__(self) -> "Server":
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_production(self.process, STOP_TIMEOUT_S)
         kill_group(self.process)  # and any worker left behind
 
 

@@ -76,7 +76,7 @@ def load_reference(path: Path):
         inputs = np.array([[float(v) for v in r[:-2]] for r in rows])
         labels = [r[-2] for r in rows]
         confidences = np.array([float(r[-1]) for r in rows])
-        if inputs.shape != (len(rows), len(features)) or not rows:
+        if inputs.shape != (len(rows), len(features)):  # no rows: (0,)
             raise ValueError(f"not one row of {len(features)} features each")
     except (ValueError, IndexError) as error:  # empty, ragged, not numbers
         raise ValueError(
