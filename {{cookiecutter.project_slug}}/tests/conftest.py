@@ -1,19 +1,76 @@
+import csv
+import random
 import shutil
 import socket
 import subprocess
 import time
+from functools import cache
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.api.main import create_app
+from {{ cookiecutter.package_name }}.api.schemas import (
+    BOUNDS,
+    FEATURES,
+    Prediction,
+)
 from {{ cookiecutter.package_name }}.local_server import free_port
 from {{ cookiecutter.package_name }}.quantize import quantize_and_record
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.train import load_dataset, train
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "iris.csv"
+
+# The documented example request (EXAMPLE) and its answer's label, from
+# api/schemas.py. Tests take valid items and known answers from these and
+# from the data, so they follow your data when you change the schema
+# (README, The model).
+EXAMPLE_LABEL: str = Prediction.model_fields["label"].examples[0]
+
+
+@cache
+def data_items() -> list[dict]:
+    """Every row of the training data as a request item."""
+    with DATA.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{name: float(row[name]) for name in FEATURES} for row in rows]
+
+
+@cache
+def data_ranges() -> dict[str, tuple[float, float]]:
+    """The lowest and highest value of every feature in the data."""
+    ranges = {}
+    for name in FEATURES:
+        values = [item[name] for item in data_items()]
+        ranges[name] = min(values), max(values)
+    return ranges
+
+
+def an_item(share: float) -> dict:
+    """A valid item: every feature `share` of the way from its lowest to
+    its highest value in the data."""
+    return {
+        name: round(low + share * (high - low), 6)
+        for name, (low, high) in data_ranges().items()
+    }
+
+
+def a_random_item() -> dict:
+    """Fresh values within the data's ranges, so that no other test (or
+    run) has cached them."""
+    return {
+        name: round(random.uniform(low, high), 6)
+        for name, (low, high) in data_ranges().items()
+    }
+
+
+def refused(name: str) -> dict[str, float]:
+    """Values just outside the bounds of a feature, by side ("below",
+    "above"); a side without a bound is left out."""
+    bounds = BOUNDS[FEATURES.index(name)]
+    return {} if bounds is None else bounds.outside()
 
 
 @pytest.fixture(scope="session")

@@ -7,28 +7,46 @@ import pytest
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.api.main import create_app
+from {{ cookiecutter.package_name }}.api.schemas import EXAMPLE, FEATURES
+from {{ cookiecutter.package_name }}.bench import Inputs
 from {{ cookiecutter.package_name }}.predict import ModelLoadError
+from {{ cookiecutter.package_name }}.soak import Mix
 
-from .conftest import assert_same_predictions, make_settings
+from .conftest import (
+    EXAMPLE_LABEL,
+    an_item,
+    assert_same_predictions,
+    make_settings,
+    refused,
+)
 
-SETOSA = {
-    "sepal_length": 5.1,
-    "sepal_width": 3.5,
-    "petal_length": 1.4,
-    "petal_width": 0.2,
-}
+FIRST, LAST = FEATURES[0], FEATURES[-1]
 
-BAD_ITEMS = [
-    pytest.param({**SETOSA, "petal_width": None}, "petal_width", id="none"),
-    pytest.param({**SETOSA, "petal_width": "0.2"}, "petal_width", id="str"),
-    pytest.param({**SETOSA, "sepal_length": True}, "sepal_length", id="bool"),
-    pytest.param({**SETOSA, "sepal_width": -1.0}, "sepal_width", id="neg"),
-    pytest.param({**SETOSA, "sepal_width": 0}, "sepal_width", id="zero"),
-    pytest.param({**SETOSA, "petal_length": 1e6}, "petal_length", id="huge"),
-    pytest.param({**SETOSA, "petal_length": [1]}, "petal_length", id="list"),
-    pytest.param({"sepal_length": 5.1}, "sepal_width", id="missing"),
-    pytest.param({**SETOSA, "colour": "blue"}, "colour", id="extra"),
-]
+
+def without(item: dict, name: str) -> dict:
+    return {key: value for key, value in item.items() if key != name}
+
+
+def bad_items() -> list:
+    """(item, the field its 422 must name): the example with one field
+    wrong in each way, beyond each bound of each feature, one missing, one
+    unknown."""
+    cases = [
+        pytest.param({**EXAMPLE, LAST: None}, LAST, id="none"),
+        pytest.param({**EXAMPLE, LAST: str(EXAMPLE[LAST])}, LAST, id="str"),
+        pytest.param({**EXAMPLE, FIRST: True}, FIRST, id="bool"),
+        pytest.param({**EXAMPLE, LAST: [1]}, LAST, id="list"),
+        pytest.param(without(EXAMPLE, LAST), LAST, id="missing"),
+        pytest.param({**EXAMPLE, "colour": "blue"}, "colour", id="extra"),
+    ]
+    for name in FEATURES:
+        for side, value in refused(name).items():
+            item = {**EXAMPLE, name: value}
+            cases.append(pytest.param(item, name, id=f"{name}-{side}"))
+    return cases
+
+
+BAD_ITEMS = bad_items()
 
 # JSON that json.dumps will not write: NaN and infinities as literals.
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999"]
@@ -42,12 +60,13 @@ def field_names(response) -> set:
     return {str(part) for e in response.json()["detail"] for part in e["loc"]}
 
 
-def test_predict_answers_a_known_flower(client):
-    response = predict(client, SETOSA)
+def test_predict_answers_the_documented_example_as_documented(client, dataset):
+    response = predict(client, EXAMPLE)
     assert response.status_code == 200
     body = response.json()
-    assert body["label"] == "setosa"
-    assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert body["label"] == EXAMPLE_LABEL
+    _, classes, _, _ = dataset
+    assert set(body["probabilities"]) == set(classes)
 
 
 @pytest.mark.parametrize("item, field", BAD_ITEMS)
@@ -59,7 +78,7 @@ def test_predict_rejects_bad_items_naming_the_field(client, item, field):
 
 @pytest.mark.parametrize("item, field", BAD_ITEMS)
 def test_batch_rejects_bad_items_naming_index_and_field(client, item, field):
-    response = client.post("/batch-predict", json={"items": [SETOSA, item]})
+    response = client.post("/batch-predict", json={"items": [EXAMPLE, item]})
     assert response.status_code == 422
     assert {"items", "1", field} <= field_names(response)
 
@@ -67,13 +86,13 @@ def test_batch_rejects_bad_items_naming_index_and_field(client, item, field):
 @pytest.mark.parametrize("literal", NON_FINITE)
 @pytest.mark.parametrize("route", ["/predict", "/batch-predict"])
 def test_non_finite_numbers_are_rejected(client, literal, route):
-    item = json.dumps(SETOSA).replace("0.2", literal)
+    item = json.dumps({**EXAMPLE, LAST: "X"}).replace('"X"', literal)
     body = item if route == "/predict" else '{"items": [' + item + "]}"
     response = client.post(
         route, content=body, headers={"content-type": "application/json"}
     )
     assert response.status_code == 422
-    assert "petal_width" in field_names(response)
+    assert LAST in field_names(response)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +127,7 @@ def test_batch_equals_item_by_item_predict_in_order(artifacts, dataset):
 def test_too_many_items_is_a_422_that_states_the_limit(artifacts):
     settings = make_settings(artifacts, max_batch_items=3)
     with TestClient(create_app(settings)) as client:
-        response = client.post("/batch-predict", json={"items": [SETOSA] * 4})
+        response = client.post("/batch-predict", json={"items": [EXAMPLE] * 4})
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", "items"] and "3" in error["msg"]
@@ -128,7 +147,7 @@ def test_too_many_invalid_items_are_refused_before_each_is_checked(
 
 
 def test_a_422_lists_at_most_a_hundred_problems(artifacts):
-    many_unknown_fields = {**SETOSA, **{f"field_{i}": 1 for i in range(500)}}
+    many_unknown_fields = {**EXAMPLE, **{f"field_{i}": 1 for i in range(500)}}
     with TestClient(create_app(make_settings(artifacts))) as client:
         single = client.post("/predict", json=many_unknown_fields)
         batch = client.post("/batch-predict", json={"items": [{}] * 1000})
@@ -140,7 +159,9 @@ def test_a_422_lists_at_most_a_hundred_problems(artifacts):
 def test_oversized_body_is_a_413_that_states_the_limit(artifacts):
     settings = make_settings(artifacts, max_body_bytes=1024)
     with TestClient(create_app(settings)) as client:
-        response = client.post("/batch-predict", json={"items": [SETOSA] * 20})
+        response = client.post(
+            "/batch-predict", json={"items": [EXAMPLE] * 20}
+        )
     assert response.status_code == 413
     assert "1024" in response.json()["detail"]
 
@@ -155,7 +176,7 @@ def test_not_ready_before_the_model_is_loaded(settings):
     client = TestClient(create_app(settings))  # no lifespan: not loaded
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 503
-    assert predict(client, SETOSA).status_code == 503
+    assert predict(client, EXAMPLE).status_code == 503
 
 
 def test_other_methods_and_routes_are_served_by_fastapi(client):
@@ -199,7 +220,7 @@ def test_a_request_out_of_time_is_a_503_and_its_neighbours_are_not(
                 call(app, "/predict", never_sends_the_body)
             )
             await asyncio.sleep(0.05)
-            answered = await call(app, "/predict", body_of(SETOSA))
+            answered = await call(app, "/predict", body_of(EXAMPLE))
             status, body = await asyncio.wait_for(stalled, 10)
             return answered, status, body, time.monotonic() - start
 
@@ -234,14 +255,15 @@ def test_openapi_documents_the_routes_with_examples(client):
         schema["paths"]
     )
     item = schema["components"]["schemas"]["Item"]
-    assert item["examples"][0]["sepal_length"] == 5.1
+    assert item["examples"] == [EXAMPLE]
+    assert list(item["properties"]) == list(FEATURES)
     assert "422" in schema["paths"]["/predict"]["post"]["responses"]
     assert client.get("/docs").status_code == 200
 
 
 def test_cache_hit_returns_the_identical_body(client):
     cache = client.app.state.service.cache
-    flower = {**SETOSA, "petal_width": 0.234567}  # asked by no other test
+    flower = an_item(0.234567)  # asked by no other test
     hits, misses = cache.hits["local"], cache.misses
     first = predict(client, flower)
     second = predict(client, flower)
@@ -255,8 +277,24 @@ def test_artifacts_trained_on_other_features_refuse_to_start(
     shutil.copytree(artifacts, tmp_path, dirs_exist_ok=True)
     meta_path = tmp_path / "preprocessing.json"
     meta = json.loads(meta_path.read_text())
-    meta["features"] = ["height", "width", "depth", "mass"]
+    meta["features"] = [f"other_{name}" for name in meta["features"]]
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="features"):
         with TestClient(create_app(make_settings(tmp_path))):
             pass
+
+
+def test_make_soak_expects_the_status_the_service_answers(client, settings):
+    """`make soak` fails on any answer its mix of requests does not expect;
+    its valid items come from the data, its invalid ones from the bounds."""
+    mix = Mix(
+        Inputs.of(settings.artifacts_dir),
+        settings.max_batch_items,
+        settings.max_body_bytes,
+    )
+    for _ in range(400):
+        method, path, body, expected = mix.next()
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        response = client.request(method, path, content=body)
+        assert response.status_code == expected, (path, body[:300])

@@ -2,18 +2,32 @@
 timing belongs to the benchmark, not to the tests)."""
 
 import json
+import random
 import shutil
 
 import pytest
 
 from {{ cookiecutter.package_name }} import bench
+from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
 
 from .conftest import make_settings
 
 
-def test_the_limit_is_measured_in_process(artifacts):
-    limit = bench.measure_limit(0.1, make_settings(artifacts))
+@pytest.fixture(scope="module")
+def inputs(artifacts) -> bench.Inputs:
+    return bench.Inputs.of(artifacts)
+
+
+def test_the_limit_is_measured_in_process(artifacts, inputs):
+    limit = bench.measure_limit(inputs, 0.1, make_settings(artifacts))
     assert limit["single_per_s"] > 0 and limit["batch_items_per_s"] > 0
+
+
+def test_the_inputs_sent_are_valid_items_of_the_api(inputs):
+    assert inputs.features == FEATURES
+    generator = random.Random(1)
+    for _ in range(200):
+        Item.model_validate_json(inputs.item(generator))
 
 
 def test_each_round_is_compared_with_its_own_limit():
@@ -83,16 +97,17 @@ TOOLS = [
         marks=pytest.mark.skipif(not shutil.which("hey"), reason="no hey"),
     ),
 ]
-LOADS = [
-    pytest.param(bench.Load("/predict"), id="varying"),
-    pytest.param(bench.Load("/batch-predict", items=8), id="batch"),
-    pytest.param(bench.Load("/health", method="GET"), id="health"),
-]
+LOADS = {
+    "varying": dict(path="/predict"),
+    "batch": dict(path="/batch-predict", items=8),
+    "health": dict(path="/health", method="GET"),
+}
 
 
-@pytest.mark.parametrize("load", LOADS)
+@pytest.mark.parametrize("kind", LOADS)
 @pytest.mark.parametrize("run", TOOLS)
-def test_a_short_load_point_against_a_live_server(server, run, load):
+def test_a_short_load_point_against_a_live_server(server, inputs, run, kind):
+    load = bench.Load(**LOADS[kind], inputs=inputs)
     if run is bench.run_hey and load.varies:
         pytest.skip("hey sends constant bodies only")
     result = run(server.port, load, 4, 1, 200)
@@ -118,3 +133,16 @@ def test_the_report_has_the_table_json_and_plot(tmp_path):
     bench.write_report(list(figures.values()), limit, tmp_path, {})
     assert json.loads((tmp_path / "bench.json").read_text())["figures"]
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_a_run_in_which_requests_failed_exits_1(monkeypatch, tmp_path, capsys):
+    """Figures of failed requests (422s of inputs the API refuses, refused
+    connections) measure something else than the service."""
+    failed = bench.Result(100, 1.0, 3, 1.0, 2.0)
+    figure = bench.combine(bench.PREDICT, [(failed, 1000.0)])
+    limit = {"single_per_s": 1000.0, "batch_items_per_s": 1000.0}
+    monkeypatch.setattr(bench, "run_bench", lambda *_: (limit, [figure]))
+    assert bench.main(["--out", str(tmp_path)]) == 1
+    assert (
+        f"Requests failed at: {bench.PREDICT} (3)" in capsys.readouterr().err
+    )

@@ -14,15 +14,9 @@ from {{ cookiecutter.package_name }}.api.cache import (
     PredictionCache,
 )
 from {{ cookiecutter.package_name }}.api.main import create_app
-from {{ cookiecutter.package_name }}.api.schemas import Item
+from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
 
-from .conftest import free_port, make_settings
-
-
-def a_flower() -> dict:
-    """Fresh measurements, so no other test (or run) has cached them."""
-    names = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-    return {name: round(random.uniform(0.5, 7.5), 6) for name in names}
+from .conftest import a_random_item, free_port, make_settings
 
 
 def test_local_cache_is_bounded_and_keeps_the_recently_used():
@@ -51,7 +45,7 @@ def test_a_zero_size_cache_stores_nothing():
 
 
 def test_hits_return_identical_bodies_and_move_the_counters(artifacts):
-    flower = a_flower()
+    flower = a_random_item()
     with TestClient(create_app(make_settings(artifacts))) as client:
         cache = client.app.state.service.cache
         first = client.post("/predict", json=flower)
@@ -61,7 +55,7 @@ def test_hits_return_identical_bodies_and_move_the_counters(artifacts):
         # Bulk items skip the cache (they would push /predict's hot set
         # out), yet get the same bytes from the same model.
         batch = client.post("/batch-predict", json={"items": [flower] * 2})
-        other = {**flower, "sepal_width": flower["sepal_width"] + 1}
+        other = a_random_item()
         client.post("/batch-predict", json={"items": [other]})
         stored = len(cache.local)
     assert first.status_code == second.status_code == 200
@@ -84,7 +78,7 @@ def test_the_same_bytes_skip_validation_and_other_bytes_still_hit(
             validated.append(body)
             return Item.model_validate_json(body)
 
-    flower = a_flower()
+    flower = a_random_item()
     with TestClient(create_app(make_settings(artifacts))) as client:
         monkeypatch.setattr(main, "Item", CountedItem)  # the docs keep Item
         service = client.app.state.service
@@ -96,7 +90,7 @@ def test_the_same_bytes_skip_validation_and_other_bytes_still_hit(
         second = client.post("/predict", content=respaced)
         third = client.post("/predict", content=body)
         # Invalid bodies are never remembered: the 422 comes every time.
-        bad = json.dumps({**flower, "petal_width": -1})
+        bad = json.dumps({**flower, FEATURES[-1]: None})
         refused = [client.post("/predict", content=bad) for _ in range(2)]
         window = list(service.monitor.inputs)
     assert first.content == second.content == third.content
@@ -110,7 +104,7 @@ def test_the_same_bytes_skip_validation_and_other_bytes_still_hit(
 
 
 def test_replicas_share_hits_through_redis(artifacts, redis_url):
-    flower = a_flower()
+    flower = a_random_item()
     settings = make_settings(artifacts, cache_url=redis_url)
     with (
         TestClient(create_app(settings)) as one,
@@ -131,7 +125,7 @@ def test_many_concurrent_misses_are_not_an_outage(redis_url, caplog):
     skip the shared cache; none is counted as a Redis failure. (Driven on
     the cache itself: 300 HTTP requests through an in-process client kept
     the loop busy for longer than the connect timeout.)"""
-    rows = [tuple(a_flower().values()) for _ in range(300)]
+    rows = [tuple(a_random_item().values()) for _ in range(300)]
 
     async def miss_all():
         cache = PredictionCache(
@@ -152,7 +146,7 @@ def test_many_concurrent_misses_are_not_an_outage(redis_url, caplog):
 
 def test_a_redis_outage_degrades_to_the_local_cache(artifacts, caplog):
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    flower = a_flower()
+    flower = a_random_item()
     settings = make_settings(artifacts, cache_url=closed)
     with (
         caplog.at_level(logging.WARNING),

@@ -14,6 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from {{ cookiecutter.package_name }}.api.schemas import EXAMPLE
 from {{ cookiecutter.package_name }}.local_server import (
     loopback_env,
     start_production,
@@ -25,15 +26,9 @@ from {{ cookiecutter.package_name }}.monitoring.metrics import (
     LocalHistogram,
 )
 
-from .conftest import free_port
+from .conftest import an_item, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SETOSA = {
-    "sepal_length": 5.1,
-    "sepal_width": 3.5,
-    "petal_length": 1.4,
-    "petal_width": 0.2,
-}
 
 
 def parse(text: str) -> list:
@@ -63,8 +58,8 @@ def scrape(client) -> str:
 
 def test_requests_are_counted_and_timed_per_route_and_status(client):
     before = scrape(client)
-    client.post("/predict", json=SETOSA)
-    client.post("/predict", json={**SETOSA, "petal_width": -1})
+    client.post("/predict", json=EXAMPLE)
+    client.post("/predict", json={**EXAMPLE, "unknown_field": 1})
     after = scrape(client)
     for status in ("200", "422"):
         route = {"route": "/predict", "status": status}
@@ -100,7 +95,7 @@ def test_batches_cache_and_inference_are_measured(client):
         "hits": "prediction_cache_hits_total",
     }
     before = scrape(client)
-    item = {**SETOSA, "sepal_length": 4.4}
+    item = an_item(0.44)
     client.post("/predict", json=item)  # computed: one batch of one
     client.post("/predict", json=item)  # answered from the cache
     after = scrape(client)
@@ -186,10 +181,10 @@ def dashboard_and_alert_queries() -> list[str]:
 
 
 def test_dashboard_and_alerts_ask_only_for_exported_metrics(client):
-    items = [{**SETOSA, "sepal_length": 4.5 + i / 10} for i in range(30)]
+    items = [an_item(i / 30) for i in range(30)]
     client.post("/batch-predict", json={"items": items})
-    client.post("/predict", json=SETOSA)
-    client.post("/predict", json=SETOSA)
+    client.post("/predict", json=EXAMPLE)
+    client.post("/predict", json=EXAMPLE)
     assert client.get("/monitoring/drift").json()["status"] != (
         "insufficient_data"
     )
@@ -258,7 +253,7 @@ def test_two_workers_add_up_to_every_request(two_workers):
 
     wait_for(both_workers_answered, 60, f"two workers (log: {log})")
     n = 60
-    items = [{**SETOSA, "sepal_length": 4.0 + i / 20} for i in range(n)]
+    items = [an_item(i / n) for i in range(n)]
     with ThreadPoolExecutor(8) as pool:
         answers = list(
             pool.map(lambda item: get(f"{url}/predict", item), items)

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from {{ cookiecutter.package_name }}.api.main import create_app
+from {{ cookiecutter.package_name }}.api.schemas import EXAMPLE, FEATURES
 from {{ cookiecutter.package_name }}.monitoring import report
 from {{ cookiecutter.package_name }}.monitoring.drift import DriftMonitor
 from {{ cookiecutter.package_name }}.monitoring.prediction_log import (
@@ -25,7 +26,7 @@ from {{ cookiecutter.package_name }}.monitoring.prediction_log import (
 )
 from {{ cookiecutter.package_name }}.predict import Predictor
 
-from .conftest import DATA, make_settings
+from .conftest import DATA, EXAMPLE_LABEL, make_settings
 
 P_VALUE = 0.05
 SEEDS = 200
@@ -118,9 +119,7 @@ def test_false_alarm_rate_is_near_the_level_on_continuous_data(tmp_path):
     assert 0.02 <= rate <= 0.10, f"false-alarm rate {rate:.3f}"
 
 
-@pytest.mark.parametrize(
-    "feature", ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-)
+@pytest.mark.parametrize("feature", FEATURES)
 def test_a_shifted_feature_is_flagged_and_named(
     artifacts, population, feature
 ):
@@ -141,13 +140,14 @@ def test_skewed_predicted_classes_are_prediction_drift(artifacts, population):
     predictor = population[2]
     monitor = new_monitor(artifacts / "reference.csv", predictor.classes)
     rows, encoded = draw(population, 300, seed=1)
-    setosa = next(e for e in encoded if orjson.loads(e)["label"] == "setosa")
-    monitor.observe(rows, [setosa] * len(rows))  # inputs as usual
+    one_class = encoded[0]
+    monitor.observe(rows, [one_class] * len(rows))  # inputs as usual
     answer = monitor.compute()
     assert answer["status"] == "drift"
     assert answer["prediction_drift"]["drift"]
     assert not answer["data_drift"]
-    assert answer["prediction_drift"]["recent"]["setosa"] == 300
+    label = orjson.loads(one_class)["label"]
+    assert answer["prediction_drift"]["recent"][label] == 300
 
 
 def test_the_timer_runs_one_test_per_loop_turn(artifacts, population):
@@ -319,16 +319,10 @@ def test_service_writes_the_prediction_log(artifacts, tmp_path):
     path = tmp_path / "log" / "predictions.jsonl"
     settings = make_settings(artifacts, prediction_log=path)
     with TestClient(create_app(settings)) as client:
-        item = {
-            "sepal_length": 5.1,
-            "sepal_width": 3.5,
-            "petal_length": 1.4,
-            "petal_width": 0.2,
-        }
-        client.post("/batch-predict", json={"items": [item] * 3})
+        client.post("/batch-predict", json={"items": [EXAMPLE] * 3})
     record, *_ = [orjson.loads(x) for x in path.read_bytes().splitlines()]
-    assert record["inputs"] == item
-    assert record["prediction"]["label"] == "setosa"
+    assert record["inputs"] == EXAMPLE
+    assert record["prediction"]["label"] == EXAMPLE_LABEL
 
 
 def test_drift_report_is_a_self_contained_html_file(
@@ -337,7 +331,8 @@ def test_drift_report_is_a_self_contained_html_file(
     features, _, predictor = population
     log_path = tmp_path / "predictions.jsonl"
     log = PredictionLog(log_path, features, max_bytes=10_000_000)
-    log.write(*draw(population, 300, seed=2, shift_sd=("petal_length", 1)))
+    shifted = features[-1]
+    log.write(*draw(population, 300, seed=2, shift_sd=(shifted, 1)))
     log.close()
     out = tmp_path / "reports" / "drift.html"
     report.main(
@@ -347,7 +342,7 @@ def test_drift_report_is_a_self_contained_html_file(
     page = out.read_text()
     assert page.startswith("<!doctype html>")
     assert all(name in page for name in features)
-    assert "Kolmogorov-Smirnov" in page and "petal_length" in page
+    assert "Kolmogorov-Smirnov" in page and shifted in page
     assert page.count("data:image/png;base64,") == 2
     assert "Drift detected in: " in page
     assert "http://" not in page and "https://" not in page  # no server

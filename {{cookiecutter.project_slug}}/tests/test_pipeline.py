@@ -7,7 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
+from {{ cookiecutter.package_name }}.api.schemas import (
+    EXAMPLE,
+    FEATURES,
+    Item,
+)
 from {{ cookiecutter.package_name }}.predict import (
     AnswerEncoder,
     ModelLoadError,
@@ -18,14 +22,14 @@ from {{ cookiecutter.package_name }}.predict import (
     select_device,
 )
 
-from .conftest import assert_same_predictions, make_settings
+from .conftest import (
+    EXAMPLE_LABEL,
+    assert_same_predictions,
+    make_settings,
+    refused,
+)
 
-SETOSA = {
-    "sepal_length": 5.1,
-    "sepal_width": 3.5,
-    "petal_length": 1.4,
-    "petal_width": 0.2,
-}
+LAST = FEATURES[-1]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +37,10 @@ def predictor(artifacts):
     return Predictor.load(make_settings(artifacts))
 
 
-def test_pipeline_classifies_a_known_flower(predictor):
-    row = clean(Item(**SETOSA), FEATURES)
+def test_pipeline_answers_the_documented_example_as_documented(predictor):
+    row = clean(Item(**EXAMPLE), FEATURES)
     (answer,) = predictor.predict_rows([row])
-    assert answer["label"] == "setosa"
+    assert answer["label"] == EXAMPLE_LABEL
     assert math.isclose(sum(answer["probabilities"].values()), 1, rel_tol=1e-5)
     assert answer["confidence"] == max(answer["probabilities"].values())
 
@@ -96,12 +100,13 @@ def test_the_fast_encoder_writes_what_format_prediction_says(classes, data):
 
 @pytest.mark.parametrize(
     "value",
-    [None, "5.1", True, [], math.nan, math.inf, -math.inf, 0, -1.0, 31.0],
+    [None, str(EXAMPLE[LAST]), True, [], math.nan, math.inf, -math.inf]
+    + list(refused(LAST).values()),
     ids=lambda v: repr(v),
 )
 def test_validation_rejects_what_cannot_be_a_measurement(value):
     with pytest.raises(ValueError):
-        Item(**{**SETOSA, "petal_width": value})
+        Item(**{**EXAMPLE, LAST: value})
 
 
 def test_cpu_fallback_when_cuda_is_asked_for_but_absent(caplog, monkeypatch):

@@ -5,35 +5,71 @@ but it must never accept a body BatchRequest refuses, nor read other rows.
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 
 from {{ cookiecutter.package_name }}.api.schemas import (
+    BOUNDS,
+    EXAMPLE,
+    FAST_PATH,
     FEATURES,
     BatchRequest,
+    Bounds,
+    Item,
     batch_rows,
+    feature_bounds,
+    has_validators,
 )
 from {{ cookiecutter.package_name }}.predict import as_batch, row_reader
 
-ROW_OF = row_reader(FEATURES)
+from .conftest import refused
 
+ROW_OF = row_reader(FEATURES)
+# A field the fast path cannot check has no Bounds (and FAST_PATH is off).
+KNOWN_BOUNDS = [bounds or Bounds() for bounds in BOUNDS]
+
+
+def good(bounds: Bounds):
+    """Floats within a feature's bounds."""
+    return st.floats(
+        min_value=None if math.isinf(bounds.lower) else bounds.lower,
+        max_value=None if math.isinf(bounds.upper) else bounds.upper,
+        exclude_min=bounds.lower_open and math.isfinite(bounds.lower),
+        exclude_max=bounds.upper_open and math.isfinite(bounds.upper),
+        allow_nan=False,
+        allow_infinity=False,
+    )
+
+
+# Each feature at each of its bounds, and just beyond.
+AT_THE_EDGES = {
+    (name, edge)
+    for name, bounds in zip(FEATURES, KNOWN_BOUNDS)
+    for edge in [bounds.lower, bounds.upper, *refused(name).values()]
+    if math.isfinite(edge)
+}
+EDGES = sorted({edge for _, edge in AT_THE_EDGES})
 # Values on both sides of every bound, and of every type JSON has.
 values = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from([0, 0.0, -0.0, 1e-300, 30, 30.0, 30.000001, 31, 5]),
+    st.sampled_from([0, 0.0, -0.0, 1e-300, 5, *EDGES]),
+    st.sampled_from([int(edge) + step for edge in EDGES for step in (-1, 1)]),
     st.integers(-(10**400), 10**400),
     st.booleans(),
     st.none(),
     st.text(max_size=3),
-    st.lists(st.floats(0.1, 29), max_size=2),
+    st.lists(good(KNOWN_BOUNDS[0]), max_size=2),
 )
-good_values = st.floats(min_value=0.01, max_value=30)
-keys = st.sampled_from([*FEATURES, "colour", "Sepal_length"])
-good_item = st.fixed_dictionaries({name: good_values for name in FEATURES})
+good_values = st.one_of(*map(good, KNOWN_BOUNDS))
+keys = st.sampled_from([*FEATURES, "colour", FEATURES[0].title()])
+good_item = st.fixed_dictionaries(
+    {name: good(bounds) for name, bounds in zip(FEATURES, KNOWN_BOUNDS)}
+)
 # Good but for one field: every bound and type, one at a time.
 one_off_item = st.builds(
     lambda item, name, value: {**item, name: value},
@@ -73,17 +109,22 @@ def pydantic_rows(body: bytes) -> list[tuple] | None:
         return None
 
 
-def one_off(value) -> dict:
-    """A batch of one item, good but for its last field."""
-    return {"items": [{**dict.fromkeys(FEATURES, 5.1), FEATURES[-1]: value}]}
+def one_off(name: str, value) -> dict:
+    """A batch of one item, the documented example but for one field."""
+    return {"items": [{**EXAMPLE, name: value}]}
+
+
+def at_every_edge(test):
+    """The test run on each feature at and beyond each bound, always."""
+    for name, edge in sorted(AT_THE_EDGES):
+        test = example(one_off(name, edge)).via(f"{name} at {edge}")(test)
+    return test
 
 
 @settings(max_examples=600, deadline=None)
 @given(bodies)
-@example(one_off(31)).via("the upper bound")
-@example(one_off(30.000001)).via("just over it")
-@example(one_off(0.0)).via("the lower bound")
-@example(one_off(True)).via("a boolean")
+@example(one_off(FEATURES[-1], True)).via("a boolean")
+@at_every_edge
 def test_fast_path_accepts_only_what_the_schema_accepts(body):
     encoded = json.dumps(body).encode()
     fast = batch_rows(encoded)
@@ -97,18 +138,57 @@ def test_fast_path_accepts_only_what_the_schema_accepts(body):
     "literal", ["NaN", "Infinity", "-Infinity", "1e999", "true", '"5"']
 )
 def test_literals_json_dumps_will_not_write_go_to_pydantic(literal):
-    fields = [f'"{FEATURES[0]}": {literal}']
-    fields += [f'"{name}": 5.1' for name in FEATURES[1:]]
-    body = '{"items": [' + "{" + ", ".join(fields) + "}" + "]}"
+    item = json.dumps({**EXAMPLE, FEATURES[0]: "X"})
+    body = '{"items": [' + item.replace('"X"', literal) + "]}"
     assert batch_rows(body.encode()) is None
     assert pydantic_rows(body.encode()) is None
 
 
 def test_a_valid_batch_takes_the_fast_path():
-    item = dict.fromkeys(FEATURES, 5.1)
-    body = json.dumps({"items": [item, {**item, FEATURES[0]: 3}]})
-    others = (5.1,) * (len(FEATURES) - 1)
+    assert FAST_PATH, (
+        "a field of Item has a type or constraint other than bounds, or a "
+        "validator: Pydantic reads every /batch-predict body"
+    )
+    # The same in whole numbers, sent as JSON integers.
+    whole = {name: float(math.ceil(value)) for name, value in EXAMPLE.items()}
+    as_int = {name: int(value) for name, value in whole.items()}
+    body = json.dumps({"items": [EXAMPLE, as_int]})
     rows, batch = batch_rows(body.encode())
-    assert rows == [(5.1, *others), (3.0, *others)]
+    assert rows == [ROW_OF(Item(**EXAMPLE)), ROW_OF(Item(**whole))]
+    assert all(type(v) is float for row in rows for v in row)
     assert batch.dtype == np.float32 and batch.shape == (2, len(FEATURES))
     assert np.array_equal(batch, as_batch(rows))
+
+
+@pytest.mark.parametrize(
+    "schema, bounds",
+    [
+        (
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
+            Bounds(0, True, 30, False),
+        ),
+        (
+            {"type": "number", "minimum": -5, "exclusiveMaximum": 5},
+            Bounds(-5, False, 5, True),
+        ),
+        ({"type": "number", "title": "Any"}, Bounds()),
+        ({"type": "integer", "minimum": 0}, None),
+        ({"type": "number", "multipleOf": 0.5}, None),
+        ({"type": "number", "minimum": 5, "exclusiveMinimum": 0}, None),
+        ({"anyOf": [{"type": "number"}, {"type": "null"}]}, None),
+    ],
+)
+def test_fast_path_reads_only_the_bounds_it_can_check(schema, bounds):
+    """Any other type or constraint (the fast path would miss it) turns
+    the fast path off: Pydantic then reads every batch."""
+    assert feature_bounds(schema) == bounds
+
+
+def test_a_validator_of_its_own_turns_the_fast_path_off():
+    class Checked(Item):
+        @field_validator(FEATURES[0])
+        @classmethod
+        def never_negative(cls, value: float) -> float:
+            return value
+
+    assert not has_validators(Item) and has_validators(Checked)

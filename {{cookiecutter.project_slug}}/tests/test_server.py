@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from {{ cookiecutter.package_name }} import soak
-from {{ cookiecutter.package_name }}.api.schemas import FEATURES
 from {{ cookiecutter.package_name }}.gunicorn_conf import graceful_timeout
 from {{ cookiecutter.package_name }}.soak import (
     HOST,
@@ -26,7 +25,7 @@ from {{ cookiecutter.package_name }}.soak import (
     read_reply,
 )
 
-from .conftest import make_settings
+from .conftest import data_ranges, make_settings
 
 IN_FLIGHT = re.compile(r"^http_requests_in_flight (\S+)$", re.MULTILINE)
 HELD = 240  # requests in flight when SIGTERM arrives
@@ -53,7 +52,10 @@ def server(artifacts, tmp_path):
 def flowers(rng: random.Random, count: int) -> list[dict]:
     """New measurements each time: each one needs the model (no cache)."""
     return [
-        {name: round(rng.uniform(0.1, 8), 3) for name in FEATURES}
+        {
+            name: round(rng.uniform(low, high), 6)
+            for name, (low, high) in data_ranges().items()
+        }
         for _ in range(count)
     ]
 

@@ -1,15 +1,26 @@
+import csv
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
+
+from .conftest import DATA, data_items
+
 ACCURACY_FLOOR = 0.9
 
 
-def test_training_reaches_the_accuracy_floor_on_held_out_rows(artifacts):
+def test_training_reaches_the_accuracy_floor_on_held_out_rows(
+    artifacts, dataset
+):
+    _, classes, _, y = dataset
     metrics = json.loads((artifacts / "metrics.json").read_text())
-    assert metrics["n_val"] == 30 and metrics["n_train"] == 120
+    assert metrics["n_val"] + metrics["n_train"] == len(y)
+    # A fifth of every class, rounded either way.
+    share = metrics["n_val"] / len(y)
+    assert abs(share - 0.2) * len(y) <= len(classes)
     assert metrics["val_accuracy"] >= ACCURACY_FLOOR
 
 
@@ -37,21 +48,31 @@ def test_reference_sample_holds_training_inputs_and_predictions(artifacts):
     lines = (artifacts / "reference.csv").read_text().splitlines()
     header = lines[0].split(",")
     assert header[-2:] == ["predicted", "confidence"]
-    assert len(lines) - 1 == 120
+    metrics = json.loads((artifacts / "metrics.json").read_text())
+    assert len(lines) - 1 == metrics["n_train"]
 
 
 def test_preprocessing_names_features_and_classes(artifacts, dataset):
     features, classes, _, _ = dataset
+    with DATA.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
     meta = json.loads((artifacts / "preprocessing.json").read_text())
-    assert meta["features"] == features
-    assert meta["classes"] == classes == ["setosa", "versicolor", "virginica"]
-    assert len(meta["mean"]) == len(meta["std"]) == 4
+    assert meta["features"] == features == header[:-1]
+    assert meta["classes"] == classes == sorted({r[-1] for r in rows if r})
+    assert len(meta["mean"]) == len(meta["std"]) == len(features)
+
+
+def test_every_row_of_the_data_is_a_valid_request(dataset):
+    """The API's bounds (api/schemas.py) admit all the training data, and
+    its fields are the data's columns, in order."""
+    features, _, _, _ = dataset
+    assert list(FEATURES) == features
+    for item in data_items():
+        Item(**item)
 
 
 def test_training_is_reproducible(tmp_path, artifacts):
     from {{ cookiecutter.package_name }}.train import train
-
-    from .conftest import DATA
 
     again = train(DATA, tmp_path, epochs=300)
     first = json.loads((artifacts / "metrics.json").read_text())

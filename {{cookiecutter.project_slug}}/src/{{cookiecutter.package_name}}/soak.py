@@ -30,7 +30,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api.schemas import FEATURES
+from .api.schemas import BOUNDS, FEATURES
+from .bench import Inputs
 from .local_server import (
     HOST,
     free_port,
@@ -203,6 +204,7 @@ class Mix:
     """Request bodies drawn from one seeded generator, each with the status
     it must get."""
 
+    inputs: Inputs
     max_batch_items: int
     max_body_bytes: int
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -211,11 +213,14 @@ class Mix:
         self.repeated = [self.item() for _ in range(16)]
 
     def item(self) -> dict:
-        return {name: round(self.rng.uniform(0.1, 8), 2) for name in FEATURES}
+        return dict(zip(FEATURES, self.inputs.row(self.rng)))
 
     def invalid_item(self) -> dict:
-        item, name = self.item(), self.rng.choice(FEATURES)
-        item[name] = self.rng.choice([-1, 0, 31, "5.1", None, True])
+        """An item with one value of a wrong type, or beyond a bound."""
+        item, at = self.item(), self.rng.randrange(len(FEATURES))
+        bounds = BOUNDS[at].outside() if BOUNDS[at] else {}
+        wrong = [*bounds.values(), str(item[FEATURES[at]]), None, True]
+        item[FEATURES[at]] = self.rng.choice(wrong)
         return item
 
     def next(self) -> tuple[str, str, object, int]:
@@ -300,7 +305,8 @@ def memory_growth(samples: list[int]) -> float:
 
 def soak(duration_s: float, concurrency: int, max_requests: int) -> dict:
     settings = get_settings()
-    mix = Mix(settings.max_batch_items, settings.max_body_bytes)
+    inputs = Inputs.of(settings.artifacts_dir)
+    mix = Mix(inputs, settings.max_batch_items, settings.max_body_bytes)
     with tempfile.TemporaryDirectory() as folder:
         with Server(Path(folder) / "server.log") as server:
             server.wait_ready()
