@@ -140,6 +140,11 @@ def feature_bounds(schema: dict) -> Bounds | None:
         # Two bounds on one side (ge and gt): rare, left to Pydantic.
         or {"minimum", "exclusiveMinimum"} <= words
         or {"maximum", "exclusiveMaximum"} <= words
+        # A bound no float holds (an integer past 2**53): left to Pydantic.
+        or any(
+            float(schema[word]) != schema[word]
+            for word in words & _BOUND_WORDS
+        )
     ):
         return None
     return Bounds(
@@ -167,16 +172,17 @@ BOUNDS = [feature_bounds(_PROPERTIES[name]) for name in FEATURES]
 FAST_PATH = None not in BOUNDS and not (
     has_validators(Item) or has_validators(BatchRequest)
 )
-if FAST_PATH:
-    _LOWER, _LOWER_OPEN, _UPPER, _UPPER_OPEN = map(np.array, zip(*BOUNDS))
+if FAST_PATH:  # the nearest refused values: valid ones lie between them
+    _REFUSED = [bounds.outside() for bounds in BOUNDS]
+    _BELOW = np.array([side.get("below", -math.inf) for side in _REFUSED])
+    _ABOVE = np.array([side.get("above", math.inf) for side in _REFUSED])
 
 
 def _within_bounds(rows: np.ndarray) -> bool:
-    """Every value finite (Pydantic's strict floats refuse NaN and
-    infinity) and within its feature's bounds."""
-    above = np.where(_LOWER_OPEN, rows > _LOWER, rows >= _LOWER)
-    below = np.where(_UPPER_OPEN, rows < _UPPER, rows <= _UPPER)
-    return bool(np.isfinite(rows).all() and (above & below).all())
+    """Every value within its feature's bounds, and finite (Pydantic's
+    strict floats refuse NaN and infinity): NaN fails every comparison,
+    infinities the ones with infinity on a side without a bound."""
+    return bool(((rows > _BELOW) & (rows < _ABOVE)).all())
 
 
 def key_reader(names: tuple[str, ...]):
