@@ -97,23 +97,28 @@ TOOLS = [
         marks=pytest.mark.skipif(not shutil.which("hey"), reason="no hey"),
     ),
 ]
-LOADS = {
-    "varying": dict(path="/predict"),
-    "batch": dict(path="/batch-predict", items=8),
-    "health": dict(path="/health", method="GET"),
-}
 
 
-@pytest.mark.parametrize("kind", LOADS)
+def the_loads_of_a_run(inputs) -> list:
+    """Every distinct load `make bench` sends."""
+    loads = {}
+    for point in bench.points(inputs):
+        load = point.load
+        loads.setdefault((load.method, load.path, load.items, load.body), load)
+    return list(loads.values())
+
+
 @pytest.mark.parametrize("run", TOOLS)
-def test_a_short_load_point_against_a_live_server(server, inputs, run, kind):
-    load = bench.Load(**LOADS[kind], inputs=inputs)
-    if run is bench.run_hey and load.varies:
-        pytest.skip("hey sends constant bodies only")
-    result = run(server.port, load, 4, 1, 200)
-    assert 0 < result.requests <= 200 + 4  # the count limit holds
-    assert result.errors == 0
-    assert result.p50_ms <= result.p99_ms
+def test_short_load_points_against_a_live_server(server, inputs, run):
+    loads = the_loads_of_a_run(inputs)
+    assert {load.varies for load in loads} == {True, False}
+    for load in loads:
+        if run is bench.run_hey and load.varies:
+            continue  # hey sends constant bodies only
+        result = run(server.port, load, 4, 1, 200)
+        assert 0 < result.requests <= 200 + 4, load  # the count limit holds
+        assert result.errors == 0, load
+        assert result.p50_ms <= result.p99_ms
 
 
 def test_the_report_has_the_table_json_and_plot(tmp_path):

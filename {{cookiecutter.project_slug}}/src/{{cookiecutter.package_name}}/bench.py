@@ -256,7 +256,6 @@ local items, limit = %(items)d, %(limit)d
 local varies = %(varies)s
 local body = [==[%(body)s]==]
 local headers = {["Content-Type"] = "application/json"}
-local item = '%(item)s'
 local threads = 0
 
 function setup(thread)
@@ -271,10 +270,7 @@ function init(args)
   static = wrk.format(method, path, headers, body)
 end
 
-local function one()
-  local r = math.random
-  return string.format(item, %(values)s)
-end
+%(one)s
 
 function request()
   sent = sent + 1
@@ -300,15 +296,21 @@ end
 """
 
 
-def lua_item(inputs: Inputs | None) -> dict[str, str]:
-    """The item format and the Lua expressions of its random values."""
-    if inputs is None:
-        return {"item": "", "values": ""}
-    values = (
+def lua_one(inputs: Inputs | None) -> str:
+    """The Lua function `one()` that writes an item of random inputs."""
+    if inputs is None:  # a constant body
+        return "local function one() return nil end"
+    values = ", ".join(
         f"{low!r} + {high - low!r} * r()"
         for low, high in zip(inputs.low, inputs.high)
     )
-    return {"item": inputs.item_format(), "values": ", ".join(values)}
+    return (
+        f"local item = '{inputs.item_format()}'\n"
+        "local function one()\n"
+        "  local r = math.random\n"
+        f"  return string.format(item, {values})\n"
+        "end"
+    )
 
 
 def run_wrk(port, load, concurrency, seconds, max_requests) -> Result:
@@ -320,7 +322,7 @@ def run_wrk(port, load, concurrency, seconds, max_requests) -> Result:
         "limit": max_requests,
         "varies": "true" if load.varies else "false",
         "body": (load.body or b"").decode(),
-        **lua_item(load.inputs),
+        "one": lua_one(load.inputs),
     }
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
         file.write(script)
