@@ -74,6 +74,8 @@ def test_predict_rejects_bad_items_naming_the_field(client, item, field):
     response = predict(client, item)
     assert response.status_code == 422
     assert field in field_names(response)
+    # FastAPI's shape: each problem located in the body.
+    assert all(e["loc"][0] == "body" for e in response.json()["detail"])
 
 
 @pytest.mark.parametrize("item, field", BAD_ITEMS)
@@ -107,6 +109,13 @@ def test_malformed_bodies_get_422_not_500(client, route, body):
     assert response.json()["detail"]
 
 
+def test_a_batch_with_a_field_besides_items_is_rejected(client):
+    body = {"items": [EXAMPLE], "priority": 1}
+    response = client.post("/batch-predict", json=body)
+    assert response.status_code == 422
+    assert "priority" in field_names(response)
+
+
 def test_empty_batch_is_rejected_naming_items(client):
     response = client.post("/batch-predict", json={"items": []})
     assert response.status_code == 422
@@ -127,7 +136,9 @@ def test_batch_equals_item_by_item_predict_in_order(artifacts, dataset):
 def test_too_many_items_is_a_422_that_states_the_limit(artifacts):
     settings = make_settings(artifacts, max_batch_items=3)
     with TestClient(create_app(settings)) as client:
+        at_limit = client.post("/batch-predict", json={"items": [EXAMPLE] * 3})
         response = client.post("/batch-predict", json={"items": [EXAMPLE] * 4})
+    assert at_limit.status_code == 200
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", "items"] and "3" in error["msg"]
@@ -162,8 +173,14 @@ def test_oversized_body_is_a_413_that_states_the_limit(artifacts):
         response = client.post(
             "/batch-predict", json={"items": [EXAMPLE] * 20}
         )
+        body = json.dumps(EXAMPLE).encode()
+        sizes = {
+            size: client.post("/predict", content=body.ljust(size)).status_code
+            for size in (1024, 1025)  # JSON allows the trailing spaces
+        }
     assert response.status_code == 413
     assert "1024" in response.json()["detail"]
+    assert sizes == {1024: 200, 1025: 413}
 
 
 def test_health_and_ready(client):
@@ -298,3 +315,19 @@ def test_make_soak_expects_the_status_the_service_answers(client, settings):
             body = json.dumps(body).encode()
         response = client.request(method, path, content=body)
         assert response.status_code == expected, (path, body[:300])
+
+
+def test_a_failing_model_call_is_a_json_500_for_its_request_alone(client):
+    service = client.app.state.service
+
+    def broken(rows, batch=None):
+        raise RuntimeError("the model failed")
+
+    service.answer_rows = broken  # /batch-predict's call; /predict batches
+    failed = client.post("/batch-predict", json={"items": [EXAMPLE]})
+    neighbour = predict(client, an_item(0.61))
+    assert failed.status_code == 500
+    assert failed.json() == {
+        "detail": "Prediction failed; see the service log."
+    }
+    assert neighbour.status_code == 200

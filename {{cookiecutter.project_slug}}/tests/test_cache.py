@@ -8,8 +8,11 @@ import random
 
 from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }}.api import cache as cache_module
 from {{ cookiecutter.package_name }}.api import main
 from {{ cookiecutter.package_name }}.api.cache import (
+    MAX_BODY_KEY,
+    RETRY_AFTER_S,
     LocalCache,
     PredictionCache,
 )
@@ -36,6 +39,25 @@ def test_put_many_keeps_the_bound_and_refreshes_known_keys():
     cache.put_many({"a": b"a", "c": b"c", "d": b"d"})  # "a" is fresh again
     assert cache.get_many(["a", "b", "c", "d"]) == [b"a", None, b"c", b"d"]
     assert len(cache) == 3
+
+
+def test_get_many_counts_as_a_use():
+    cache = LocalCache(2)
+    cache.put_many({"a": b"a", "b": b"b"})
+    assert cache.get_many(["a", "x"]) == [b"a", None]  # "a" is fresh again
+    cache.put("c", b"c")
+    assert cache.get_many(["a", "b", "c"]) == [b"a", None, b"c"]
+
+
+def test_only_small_bodies_are_kept_as_keys():
+    """A valid /predict body is at most a few hundred bytes; larger ones
+    (padding) would fill the cache with copies of the same item."""
+    cache = PredictionCache(10, namespace="test")
+    small, large = b"{}", b"{}" + b" " * MAX_BODY_KEY
+    cache.put_body(small, (1.0,), b"answer")
+    cache.put_body(large, (1.0,), b"answer")
+    assert cache.get_body(small) == ((1.0,), b"answer")
+    assert cache.get_body(large) is None
 
 
 def test_a_zero_size_cache_stores_nothing():
@@ -118,6 +140,27 @@ def test_replicas_share_hits_through_redis(artifacts, redis_url):
     assert computed.content == shared.content
     assert one_cache.misses == 1 and one_cache.hits["redis"] == 0
     assert other_cache.misses == 0 and other_cache.hits["redis"] == 1
+    # What Redis gave is kept locally too: the next lookup stays local.
+    assert other_cache.local.get(tuple(flower.values())) == shared.content
+
+
+def test_redis_entries_expire_and_belong_to_one_model(artifacts, redis_url):
+    """Each entry lives CACHE_TTL_S, under a key of the model's version: a
+    retrained model never gets the answers of the one before."""
+    import redis
+
+    flower = a_random_item()
+    settings = make_settings(artifacts, cache_url=redis_url, cache_ttl_s=77)
+    with TestClient(create_app(settings)) as client:
+        client.post("/predict", json=flower)
+        service = client.app.state.service
+        key = service.cache._redis_key(tuple(flower.values()))
+    assert service.predictor.version in key
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        assert 0 < connection.ttl(key) <= 77
+    finally:
+        connection.close()
 
 
 def test_many_concurrent_misses_are_not_an_outage(redis_url, caplog):
@@ -161,3 +204,20 @@ def test_a_redis_outage_degrades_to_the_local_cache(artifacts, caplog):
     assert cache.hits["local"] == 2  # served locally while Redis is away
     warnings = [r for r in caplog.records if "Redis" in r.getMessage()]
     assert len(warnings) == 1  # one warning, then a pause before retrying
+
+
+def test_redis_is_tried_again_after_the_pause(monkeypatch):
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    now = [1000.0]
+    monkeypatch.setattr(cache_module.time, "monotonic", lambda: now[0])
+
+    async def scenario():
+        cache = PredictionCache(10, namespace="test", url=closed)
+        await cache.get_many([(1.0,)])  # fails: Redis is taken for down
+        paused = cache._redis_usable()
+        now[0] += RETRY_AFTER_S + 0.1
+        retried = cache._redis_usable()
+        await cache.close()
+        return paused, retried
+
+    assert asyncio.run(scenario()) == (False, True)

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from {{ cookiecutter.package_name }}.api.main import create_app
 from {{ cookiecutter.package_name }}.api.schemas import EXAMPLE, FEATURES
@@ -119,16 +120,17 @@ def test_false_alarm_rate_is_near_the_level_on_continuous_data(tmp_path):
     assert 0.02 <= rate <= 0.10, f"false-alarm rate {rate:.3f}"
 
 
+@pytest.mark.parametrize("shift_sd", [0.5, -0.5], ids=["up", "down"])
 @pytest.mark.parametrize("feature", FEATURES)
 def test_a_shifted_feature_is_flagged_and_named(
-    artifacts, population, feature
+    artifacts, population, feature, shift_sd
 ):
     predictor = population[2]
     monitor = new_monitor(artifacts / "reference.csv", predictor.classes)
     rates = []
     for seed in range(20):
         monitor.inputs.clear(), monitor.outputs.clear()
-        monitor.observe(*draw(population, 200, seed, (feature, 0.5)))
+        monitor.observe(*draw(population, 200, seed, (feature, shift_sd)))
         answer = monitor.compute()
         rates.append(answer["features"][feature]["drift"])
     # Measured: half a standard deviation is caught in 100% of windows.
@@ -205,6 +207,67 @@ def test_small_windows_are_insufficient_data(artifacts, population, n):
     answer = monitor.compute()
     assert answer["status"] == "insufficient_data"
     assert answer["window_size"] == n and answer["min_samples"] == 100
+    monitor.observe(*draw(population, 100 - n, seed=1))  # min_samples now
+    assert monitor.compute()["status"] in ("ok", "drift")
+
+
+def test_one_bonferroni_threshold_for_every_test(artifacts, population):
+    """p_value shared by the features' tests and the classes' test."""
+    features, _, predictor = population
+    monitor = new_monitor(artifacts / "reference.csv", predictor.classes)
+    monitor.observe(*draw(population, 200, seed=3))
+    answer = monitor.compute()
+    expected = P_VALUE / (len(features) + 1)
+    assert monitor.test_threshold == answer["per_test_threshold"] == expected
+
+
+def test_the_window_keeps_the_latest_inputs_and_answers(artifacts, population):
+    predictor = population[2]
+    monitor = new_monitor(
+        artifacts / "reference.csv", predictor.classes, window=100
+    )
+    rows, encoded = draw(population, 130, seed=4)
+    monitor.observe(rows, encoded)
+    assert list(monitor.inputs) == rows[-100:]
+    assert list(monitor.outputs) == encoded[-100:]
+
+
+def test_the_report_is_computed_at_most_once_per_cache_period(
+    artifacts, population
+):
+    predictor = population[2]
+    monitor = new_monitor(artifacts / "reference.csv", predictor.classes)
+    monitor.cache_s = 3600
+    monitor.observe(*draw(population, 150, seed=5))
+    first = monitor.report()
+    monitor.observe(*draw(population, 150, seed=6))
+    assert monitor.report() is first  # within the period: the same report
+    monitor.cache_s = 0
+    assert monitor.report()["window_size"] == 300
+
+
+def test_the_gauges_say_what_the_report_says(artifacts, population):
+    """What Prometheus scrapes is the report's figures, each in its place."""
+    features, _, predictor = population
+    monitor = new_monitor(artifacts / "reference.csv", predictor.classes)
+    rows, encoded = draw(population, 300, seed=7)
+    one_class = [encoded[0]] * len(encoded)  # prediction drift only
+    monitor.observe(rows, one_class)
+    answer = monitor.compute()
+    assert answer["prediction_drift"]["drift"] and not answer["data_drift"]
+
+    def gauge(name, **labels):
+        return REGISTRY.get_sample_value(name, labels)
+
+    for feature in features:
+        p_value = answer["features"][feature]["p_value"]
+        assert gauge("drift_feature_p_value", feature=feature) == p_value
+    assert gauge("drift_detected", kind="data") == 0
+    assert gauge("drift_detected", kind="prediction") == 1
+    recent = gauge("prediction_mean_confidence", window="recent")
+    assert recent == answer["mean_confidence"]
+    reference = gauge("prediction_mean_confidence", window="reference")
+    assert reference == answer["reference_mean_confidence"] != recent
 
 
 def test_drift_endpoint_names_the_worker_and_its_window(artifacts, dataset):
@@ -384,3 +447,24 @@ def test_drift_report_says_clearly_when_there_is_no_log(
         report.main(["--log", str(log_path), "--artifacts", str(artifacts)])
     assert str(log_path) in str(stopped.value)
     assert "not found" in str(stopped.value) or "empty" in str(stopped.value)
+
+
+def test_the_service_recomputes_drift_in_the_background(artifacts, population):
+    """The gauges stay fresh without anyone reading /monitoring/drift."""
+    settings = make_settings(
+        artifacts, drift_cache_s=0.05, drift_min_samples=5
+    )
+    app = create_app(settings)
+
+    async def computed_at_times() -> set:
+        async with app.router.lifespan_context(app):
+            monitor = app.state.service.monitor
+            monitor.observe(*draw(population, 10, seed=8))
+            seen = set()
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if monitor._report is not None:
+                    seen.add(monitor._report["computed_at"])
+            return seen
+
+    assert len(asyncio.run(computed_at_times())) >= 2

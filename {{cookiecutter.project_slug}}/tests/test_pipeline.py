@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -115,6 +116,22 @@ def test_cpu_fallback_when_cuda_is_asked_for_but_absent(caplog, monkeypatch):
     assert "No CUDA device" in caplog.text
 
 
+@pytest.mark.parametrize("wanted", ["auto", "cuda"])
+def test_a_gpu_is_used_when_there_is_one(monkeypatch, wanted):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device(wanted).type == "cuda"
+
+
+def test_loading_sets_the_torch_threads(artifacts):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Predictor.load(make_settings(artifacts, torch_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(
     "int8, command", [(False, "make train"), (True, "make quantize")]
 )
@@ -145,3 +162,35 @@ def test_damaged_model_file_names_the_path(tmp_path, artifacts, damage):
         torch.save({"payload": object()}, settings.model_path)
     with pytest.raises(ModelLoadError, match=str(settings.model_path)):
         Predictor.load(settings)
+
+
+@pytest.mark.parametrize("key", ["features", "classes"])
+def test_preprocessing_without_a_key_names_the_file(tmp_path, artifacts, key):
+    settings = make_settings(tmp_path)
+    meta = json.loads((artifacts / "preprocessing.json").read_text())
+    del meta[key]
+    (tmp_path / "preprocessing.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="preprocessing.json"):
+        Predictor.load(settings)
+
+
+class Tripwire:
+    """Unpickling it creates a file: code run from the model file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_model_file_never_runs_code(tmp_path, artifacts):
+    settings = make_settings(tmp_path)
+    (tmp_path / "preprocessing.json").write_text(
+        (artifacts / "preprocessing.json").read_text()
+    )
+    ran = tmp_path / "code-ran"
+    torch.save({"payload": Tripwire(ran)}, settings.model_path)
+    with pytest.raises(ModelLoadError):
+        Predictor.load(settings)
+    assert not ran.exists()

@@ -6,6 +6,12 @@ from pathlib import Path
 import pytest
 
 from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
+from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.train import (
+    SEED,
+    VALIDATION_SHARE,
+    stratified_split,
+)
 
 from .conftest import DATA, data_items
 
@@ -62,6 +68,19 @@ def test_preprocessing_names_features_and_classes(artifacts, dataset):
     assert len(meta["mean"]) == len(meta["std"]) == len(features)
 
 
+def test_inputs_are_scaled_by_the_training_rows_alone(artifacts, dataset):
+    """The scaling statistics come from the training rows (not the held-out
+    ones), so that the held-out accuracy is honest."""
+    _, _, x, y = dataset
+    train_rows, val_rows = stratified_split(y, VALIDATION_SHARE, SEED)
+    assert set(train_rows).isdisjoint(val_rows)
+    assert len(train_rows) + len(val_rows) == len(y)
+    meta = json.loads((artifacts / "preprocessing.json").read_text())
+    assert meta["mean"] == pytest.approx(x[train_rows].mean(0), rel=1e-5)
+    std = x[train_rows].std(0, ddof=1)
+    assert meta["std"] == pytest.approx(std, rel=1e-4)
+
+
 def test_every_row_of_the_data_is_a_valid_request(dataset):
     """The API's bounds (api/schemas.py) admit all the training data, and
     its fields are the data's columns, in order."""
@@ -94,3 +113,27 @@ def test_torch_is_pinned_alike_everywhere():
         for name, pattern in pins.items()
     }
     assert len(set(versions.values())) == 1, versions
+
+
+def test_the_readme_states_the_settings_defaults():
+    """The configuration table of the README is the settings' defaults."""
+    root = Path(__file__).resolve().parents[1]
+    table = re.findall(
+        r"^\| `([A-Z0-9_]+)` \| `([^`]*)` \|",
+        (root / "README.md").read_text(),
+        re.M,
+    )
+    fields = Settings.model_fields
+    checked = 0
+    for variable, stated in table:
+        field = fields.get(variable.lower())
+        if field is None or field.default_factory is not None:
+            continue
+        default = field.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        elif isinstance(default, float) and default.is_integer():
+            default = int(default)
+        assert str(default) == stated, variable
+        checked += 1
+    assert checked >= 15

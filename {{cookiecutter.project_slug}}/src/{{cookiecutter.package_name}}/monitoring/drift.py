@@ -135,6 +135,11 @@ def class_drift(reference_labels, recent_labels, classes, threshold: float):
     }
 
 
+def per_test_threshold(p_value: float, n_features: int) -> float:
+    """Bonferroni over every test: one per feature, one for the classes."""
+    return p_value / (n_features + 1)
+
+
 def import_scipy() -> None:
     importlib.import_module("scipy.stats")
     # Its ~100k objects live as long as the process: out of the garbage
@@ -163,8 +168,7 @@ class DriftMonitor:
         self.classes = list(classes)
         self.min_samples = min_samples
         self.p_value = p_value
-        # Bonferroni over every test: one per feature, one for the classes.
-        self.test_threshold = p_value / (len(self.features) + 1)
+        self.test_threshold = per_test_threshold(p_value, len(self.features))
         self.cache_s = cache_s
         self.log = log
         self.inputs: deque[tuple] = deque(maxlen=window)

@@ -21,7 +21,12 @@ import orjson
 
 from .. import PROJECT_NAME
 from ..settings import get_settings
-from .drift import class_drift, feature_drift, load_reference
+from .drift import (
+    class_drift,
+    feature_drift,
+    load_reference,
+    per_test_threshold,
+)
 from .prediction_log import log_files
 
 CSS = """
@@ -138,7 +143,7 @@ def build(records, files, reference_path: Path, p_value: float) -> str:
         np.mean([r["prediction"]["confidence"] for r in records])
     )
     classes = sorted(set(reference_labels) | set(labels))
-    threshold = p_value / (len(features) + 1)  # as /monitoring/drift
+    threshold = per_test_threshold(p_value, len(features))
     tests = {
         name: feature_drift(reference[:, j], recent[:, j], threshold)
         for j, name in enumerate(features)
