@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.api.main import create_app
 from {{ cookiecutter.package_name }}.api.schemas import (
-    BOUNDS,
     FEATURES,
     Prediction,
 )
@@ -64,13 +63,6 @@ def a_random_item() -> dict:
         name: round(random.uniform(low, high), 6)
         for name, (low, high) in data_ranges().items()
     }
-
-
-def refused(name: str) -> dict[str, float]:
-    """Values just outside the bounds of a feature, by side ("below",
-    "above"); a side without a bound is left out."""
-    bounds = BOUNDS[FEATURES.index(name)]
-    return {} if bounds is None else bounds.outside()
 
 
 @pytest.fixture(scope="session")

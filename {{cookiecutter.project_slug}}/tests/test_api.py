@@ -7,7 +7,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.api.main import create_app
-from {{ cookiecutter.package_name }}.api.schemas import EXAMPLE, FEATURES
+from {{ cookiecutter.package_name }}.api.schemas import (
+    EXAMPLE,
+    FEATURES,
+    refused,
+)
 from {{ cookiecutter.package_name }}.bench import Inputs
 from {{ cookiecutter.package_name }}.predict import ModelLoadError
 from {{ cookiecutter.package_name }}.soak import Mix
@@ -17,7 +21,6 @@ from .conftest import (
     an_item,
     assert_same_predictions,
     make_settings,
-    refused,
 )
 
 FIRST, LAST = FEATURES[0], FEATURES[-1]

@@ -12,6 +12,7 @@ from {{ cookiecutter.package_name }}.api.schemas import (
     EXAMPLE,
     FEATURES,
     Item,
+    refused,
 )
 from {{ cookiecutter.package_name }}.predict import (
     AnswerEncoder,
@@ -27,7 +28,6 @@ from .conftest import (
     EXAMPLE_LABEL,
     assert_same_predictions,
     make_settings,
-    refused,
 )
 
 LAST = FEATURES[-1]

@@ -24,10 +24,9 @@ from {{ cookiecutter.package_name }}.api.schemas import (
     batch_rows,
     feature_bounds,
     has_validators,
+    refused,
 )
 from {{ cookiecutter.package_name }}.predict import as_batch, row_reader
-
-from .conftest import refused
 
 ROW_OF = row_reader(FEATURES)
 # A field the fast path cannot check has no Bounds (and FAST_PATH is off).

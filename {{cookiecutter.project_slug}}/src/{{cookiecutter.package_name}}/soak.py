@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api.schemas import BOUNDS, FEATURES
+from .api.schemas import FEATURES, refused
 from .bench import Inputs
 from .local_server import (
     HOST,
@@ -217,10 +217,9 @@ class Mix:
 
     def invalid_item(self) -> dict:
         """An item with one value of a wrong type, or beyond a bound."""
-        item, at = self.item(), self.rng.randrange(len(FEATURES))
-        bounds = BOUNDS[at].outside() if BOUNDS[at] else {}
-        wrong = [*bounds.values(), str(item[FEATURES[at]]), None, True]
-        item[FEATURES[at]] = self.rng.choice(wrong)
+        item, name = self.item(), self.rng.choice(FEATURES)
+        wrong = [*refused(name).values(), str(item[name]), None, True]
+        item[name] = self.rng.choice(wrong)
         return item
 
     def next(self) -> tuple[str, str, object, int]:

@@ -10,6 +10,7 @@ README, The model). Everything else follows them.
 """
 
 import math
+from collections.abc import Callable, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import Annotated, NamedTuple
@@ -172,8 +173,18 @@ BOUNDS = [feature_bounds(_PROPERTIES[name]) for name in FEATURES]
 FAST_PATH = None not in BOUNDS and not (
     has_validators(Item) or has_validators(BatchRequest)
 )
+
+
+def refused(name: str) -> dict[str, float]:
+    """The nearest values the bounds of feature `name` refuse, by side
+    ("below", "above"); none for a side without a bound, or a field the
+    fast path does not read."""
+    bounds = BOUNDS[FEATURES.index(name)]
+    return {} if bounds is None else bounds.outside()
+
+
 if FAST_PATH:  # the nearest refused values: valid ones lie between them
-    _REFUSED = [bounds.outside() for bounds in BOUNDS]
+    _REFUSED = [refused(name) for name in FEATURES]
     _BELOW = np.array([side.get("below", -math.inf) for side in _REFUSED])
     _ABOVE = np.array([side.get("above", math.inf) for side in _REFUSED])
 
@@ -185,16 +196,16 @@ def _within_bounds(rows: np.ndarray) -> bool:
     return bool(((rows > _BELOW) & (rows < _ABOVE)).all())
 
 
-def key_reader(names: tuple[str, ...]):
-    """dict -> the tuple of its values at `names`, at C speed (as
-    predict.row_reader reads attributes)."""
-    read = itemgetter(*names)
-    if len(names) == 1:  # itemgetter of one name returns the bare value
+def tuple_reader(getter, names: Sequence[str]) -> Callable[[object], tuple]:
+    """getter(*names) (itemgetter, attrgetter: C speed) that always gives a
+    tuple: the getter of one name gives the bare value."""
+    read = getter(*names)
+    if len(names) == 1:
         return lambda item: (read(item),)
     return read
 
 
-_read_row = key_reader(FEATURES)
+_read_row = tuple_reader(itemgetter, FEATURES)
 
 
 class ValidBatch(NamedTuple):
