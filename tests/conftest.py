@@ -1,6 +1,8 @@
 """Shared pieces of the template's tests: the option combinations and a
 small wrapper around a baked project so each test reads as one sentence."""
 
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -136,28 +138,56 @@ def bake(cookies):
 def deep_env(tmp_path_factory):
     """One virtualenv for the deep layer, made by a default project's own
     `make install-dev` (torch from this machine's wheel, TORCH_PIP_ARGS=).
+
+    The deep layer runs on two xdist workers: the first one in makes the
+    virtualenv under a file lock, the other finds it made for the same
+    lock files and leaves it alone (pip never runs under a running test).
     """
     from cookiecutter.main import cookiecutter
 
     venv = CACHE / "deep-venv"
     python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     out = tmp_path_factory.mktemp("env-project")
-    for accelerator in ("cpu", "gpu"):
-        path = cookiecutter(
-            str(TEMPLATE),
-            no_input=True,
-            output_dir=str(out / accelerator),
-            extra_context={"accelerator": accelerator},
+    projects = [
+        Project(
+            cookiecutter(
+                str(TEMPLATE),
+                no_input=True,
+                output_dir=str(out / accelerator),
+                extra_context={"accelerator": accelerator},
+            ),
+            {},
         )
-        Project(path, {}).run(
-            "make", "install-dev", f"PYTHON={python}", "TORCH_PIP_ARGS="
-        )
+        for accelerator in ("cpu", "gpu")
+    ]
+    wanted = locks_digest(projects)
+    made_for = venv / "made-for"
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / "deep-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = made_for.read_text() if made_for.exists() else ""
+        if made != wanted or not python.exists():
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(venv)], check=True
+            )
+            for project in projects:
+                install = ["make", "install-dev", f"PYTHON={python}"]
+                project.run(*install, "TORCH_PIP_ARGS=")
+            made_for.write_text(wanted)
     return {
         "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
         "PYTHON": str(python),
     }
+
+
+def locks_digest(projects) -> str:
+    """What a virtualenv made by these projects' `make install-dev` holds:
+    their lock files and the Makefile that pins torch."""
+    digest = hashlib.sha256()
+    for project in projects:
+        for name in ("requirements.txt", "requirements-dev.txt", "Makefile"):
+            digest.update(project.read(name).encode())
+    return digest.hexdigest()
 
 
 def make(project, target, deep_env, *args, **kwargs):

@@ -283,6 +283,7 @@ def healthcheck(name: str, config: dict, port: int):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("image")  # one worker builds it
 def test_image_serves_the_trained_model(default_image, record_property):
     config = default_image["config"]
     with open(default_image["project"].path / "data" / "iris.csv") as handle:
@@ -323,6 +324,7 @@ def test_image_serves_the_trained_model(default_image, record_property):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("image")  # one worker builds it
 def test_image_runs_unprivileged_without_build_tools(default_image):
     config = default_image["config"]
     assert config["User"] not in ("", "0", "root")

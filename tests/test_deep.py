@@ -223,6 +223,7 @@ TARGETED = [  # the figures the issue sets targets for
 ]
 
 
+@pytest.mark.load
 def test_make_bench_reports_every_figure(bake, deep_env):
     """One short round: the figures are not judged here (timing belongs
     to the benchmark), only that every one is measured and reported."""

@@ -92,6 +92,7 @@ def test_fuzzing_finds_no_server_error_and_no_schema_mismatch(
     assert examples >= 300
 
 
+@pytest.mark.load
 def test_soak_has_no_failures_and_flat_memory(bake, deep_env, record_property):
     project = bake()
     make(project, "train", deep_env)
