@@ -1,11 +1,13 @@
 import asyncio
 import json
+import re
 import shutil
 import time
 
 import pytest
 from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }} import __version__
 from {{ cookiecutter.package_name }}.api.main import create_app
 from {{ cookiecutter.package_name }}.api.schemas import (
     EXAMPLE,
@@ -186,10 +188,13 @@ def test_oversized_body_is_a_413_that_states_the_limit(artifacts):
     assert sizes == {1024: 200, 1025: 413}
 
 
-def test_health_and_ready(client):
+def test_health_and_ready(client, settings):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
     assert ready["ready"] is True and ready["device"] == "cpu"
+    assert ready["version"] == __version__
+    assert ready["quantized"] == settings.quantize_int8
+    assert re.fullmatch("[0-9a-f]{12}", ready["model_version"])
 
 
 def test_not_ready_before_the_model_is_loaded(settings):
@@ -197,6 +202,9 @@ def test_not_ready_before_the_model_is_loaded(settings):
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 503
     assert predict(client, EXAMPLE).status_code == 503
+    batch = client.post("/batch-predict", json={"items": [EXAMPLE]})
+    assert batch.status_code == 503
+    assert client.get("/monitoring/drift").status_code == 503
 
 
 def test_other_methods_and_routes_are_served_by_fastapi(client):

@@ -86,10 +86,30 @@ def test_one_failing_item_fails_only_its_own_caller(bad):
     assert len(recorder.calls) == 2 * 6 + 1
 
 
-def test_a_wrong_number_of_results_is_an_error_not_a_hang():
-    batcher = MicroBatcher(lambda rows: [], 8)
+@pytest.mark.parametrize("extra", [-2, -1, 1])
+def test_a_wrong_number_of_results_is_an_error_not_a_hang(extra):
+    """Too few answers would leave callers waiting; too many would mean
+    the answers no longer line up with their callers."""
+    batcher = MicroBatcher(lambda rows: [None] * (len(rows) + extra), 8)
     answers = asyncio.run(predict_all(batcher, [(1.0,), (2.0,)]))
     assert all(isinstance(answer, RuntimeError) for answer in answers)
+
+
+def test_a_caller_gone_before_the_flush_is_not_computed():
+    """A request that timed out (or whose client left) costs no model
+    time: its row is dropped from the batch."""
+    recorder = Recorder()
+
+    async def one_caller_leaves():
+        batcher = MicroBatcher(recorder, 64)
+        leaving = asyncio.ensure_future(batcher.predict((1.0,)))
+        staying = asyncio.ensure_future(batcher.predict((2.0,)))
+        await asyncio.sleep(0)  # both are queued; the flush is not yet run
+        leaving.cancel()
+        return await staying
+
+    assert asyncio.run(one_caller_leaves()) == (2.0,)
+    assert recorder.calls == [[(2.0,)]]
 
 
 def test_a_lone_request_is_answered_on_the_next_loop_turns():
