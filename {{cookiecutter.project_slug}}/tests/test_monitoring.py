@@ -317,6 +317,26 @@ def test_prediction_log_rotates_and_stays_bounded(tmp_path):
     assert max(r["inputs"]["a"] for r in lines) == 1999.0
 
 
+def test_the_report_reads_the_log_oldest_first_and_last_means_newest(
+    tmp_path,
+):
+    path = tmp_path / "predictions.jsonl"
+    log = PredictionLog(path, ["a"], max_bytes=2048)
+    for i in range(300):
+        log.write([(float(i),)], [orjson.dumps({"label": "x"})])
+    log.close()
+    assert len(log_files(path)) == 2  # it rotated: records in both files
+
+    def inputs(records):
+        return [record["inputs"]["a"] for record in records]
+
+    everything, _ = report.read_log(path, last=None)
+    assert inputs(everything) == sorted(inputs(everything))
+    assert inputs(everything)[-1] == 299.0
+    newest, _ = report.read_log(path, last=5)
+    assert inputs(newest) == [295.0, 296.0, 297.0, 298.0, 299.0]
+
+
 def test_the_last_lines_reach_the_file_when_traffic_stops(tmp_path):
     path = tmp_path / "predictions.jsonl"
     encoded = [orjson.dumps({"label": "x"})]
