@@ -4,6 +4,9 @@ flight, and a model that cannot be loaded stops the start with one line."""
 
 import asyncio
 import json
+{% if cookiecutter.accelerator != "gpu" -%}
+import os
+{% endif -%}
 import random
 import re
 import shutil
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }} import settings as settings_module
 from {{ cookiecutter.package_name }} import soak
 from {{ cookiecutter.package_name }}.gunicorn_conf import graceful_timeout
 from {{ cookiecutter.package_name }}.soak import (
@@ -252,3 +256,32 @@ def test_a_broken_artifact_stops_the_start_with_one_clear_line(
     assert "[ERROR] Cannot start: " in naming_the_file[0]
     assert "`make " in naming_the_file[0]  # what to run
     assert "Traceback" not in log
+{%- if cookiecutter.accelerator != "gpu" %}
+
+
+@pytest.mark.parametrize(
+    "cpu_max, limit",
+    [("max 100000", None), ("100000 100000", 1), ("150000 100000", 1)],
+)
+def test_a_cgroup_cpu_limit_caps_the_default_workers(
+    tmp_path, monkeypatch, cpu_max, limit
+):
+    """A container limited to 1.5 CPUs on a bigger host gets 1 worker."""
+    file = tmp_path / "cpu.max"
+    file.write_text(cpu_max + "\n")
+    monkeypatch.setattr(settings_module, "CPU_MAX", file)
+    cores = len(os.sched_getaffinity(0))
+    assert settings_module.default_workers() == min(cores, limit or cores)
+
+
+def test_no_cgroup_limit_means_every_usable_core(tmp_path, monkeypatch):
+    monkeypatch.setattr(settings_module, "CPU_MAX", tmp_path / "absent")
+    assert settings_module.default_workers() == len(os.sched_getaffinity(0))
+{%- else %}
+
+
+@pytest.mark.parametrize("gpus, workers", [(0, 1), (1, 1), (3, 3)])
+def test_one_default_worker_per_gpu(monkeypatch, gpus, workers):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert settings_module.default_workers() == workers
+{%- endif %}

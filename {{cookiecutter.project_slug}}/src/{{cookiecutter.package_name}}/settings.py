@@ -10,7 +10,11 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+{% if cookiecutter.accelerator != "gpu" -%}
+# A cgroup v2 CPU limit: "<quota> <period>" (microseconds) or "max <period>".
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
+{% endif %}
 def default_workers() -> int:
 {%- if cookiecutter.accelerator == "gpu" %}
     """One worker per GPU: each worker holds its own copy of the model."""
@@ -28,7 +32,7 @@ def default_workers() -> int:
     else:
         cores = os.cpu_count() or 1
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota, period = CPU_MAX.read_text().split()
         if quota != "max":
             cores = min(cores, int(quota) // int(period))
     except (OSError, ValueError):
