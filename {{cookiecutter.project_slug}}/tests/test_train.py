@@ -3,6 +3,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
@@ -79,6 +80,19 @@ def test_inputs_are_scaled_by_the_training_rows_alone(artifacts, dataset):
     assert meta["mean"] == pytest.approx(x[train_rows].mean(0), rel=1e-5)
     std = x[train_rows].std(0, ddof=1)
     assert meta["std"] == pytest.approx(std, rel=1e-4)
+
+
+def test_the_split_holds_out_every_class_alike_at_random():
+    """Data files are often sorted by class: the held-out rows of a class
+    are a random draw, not its first or last rows."""
+    y = np.repeat([0, 1, 2], [50, 30, 7])
+    train_rows, val_rows = stratified_split(y, 0.2, SEED)
+    assert sorted([*train_rows, *val_rows]) == list(range(len(y)))
+    for label, expected in ((0, 10), (1, 6), (2, 1)):
+        held_out = np.isin(np.flatnonzero(y == label), val_rows)
+        assert held_out.sum() == expected
+    held_out = np.isin(np.flatnonzero(y == 0), val_rows)
+    assert not held_out[:10].all() and not held_out[-10:].all()
 
 
 def test_every_row_of_the_data_is_a_valid_request(dataset):
