@@ -152,6 +152,40 @@ def test_skewed_predicted_classes_are_prediction_drift(artifacts, population):
     assert answer["prediction_drift"]["recent"][label] == 300
 
 
+def test_the_classes_are_tested_at_the_per_test_threshold(tmp_path):
+    """A shift of the predicted classes whose p-value lies between the
+    per-test threshold and p_value is not drift (Bonferroni); below the
+    threshold it is. The reference shares are the reference's own."""
+    features, classes = ["a", "b"], ["x", "y", "z"]
+    rng = np.random.default_rng(0)
+    reference = tmp_path / "reference.csv"
+    with reference.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*features, "predicted", "confidence"])
+        for i, row in enumerate(rng.normal(size=(300, 2))):
+            writer.writerow([*row, "xy"[i % 2], 0.9])
+    monitor = new_monitor(reference, classes, window=300)
+    inputs = [tuple(row) for row in rng.normal(size=(300, 2))]
+
+    def answer_for(n_x: int) -> dict:
+        monitor.inputs.clear(), monitor.outputs.clear()
+        labels = ["x"] * n_x + ["y"] * (300 - n_x)
+        encoded = [
+            orjson.dumps({"label": c, "confidence": 0.9}) for c in labels
+        ]
+        monitor.observe(inputs, encoded)
+        return monitor.compute()["prediction_drift"]
+
+    answers = [answer_for(n_x) for n_x in range(150, 200, 2)]
+    threshold = monitor.test_threshold
+    between = [a for a in answers if threshold < a["p_value"] < P_VALUE]
+    below = [a for a in answers if a["p_value"] < threshold]
+    assert between and below
+    assert not any(a["drift"] for a in between)
+    assert all(a["drift"] for a in below)
+    assert below[0]["reference_share"] == {"x": 0.5, "y": 0.5, "z": 0.0}
+
+
 def test_the_timer_runs_one_test_per_loop_turn(artifacts, population):
     """In the background the report is computed a test at a time, one per
     event-loop turn (requests are served in between), and it is the same
