@@ -3,6 +3,7 @@ import json
 import pytest
 
 from {{ cookiecutter.package_name }}.predict import Predictor
+from {{ cookiecutter.package_name }}.quantize import throughput
 from {{ cookiecutter.package_name }}.train import (
     SEED,
     VALIDATION_SHARE,
@@ -57,6 +58,8 @@ def test_int8_agrees_with_fp32_on_held_out_rows(
     # `make quantize` recorded what the models the service loads do.
     assert int8_figures["agreement"] == pytest.approx(agreement)
     assert int8_figures["int8"]["val_accuracy"] == pytest.approx(int8_accuracy)
+    fp32_accuracy = share(zip(fp32, truth))
+    assert int8_figures["fp32"]["val_accuracy"] == pytest.approx(fp32_accuracy)
 
 
 def test_int8_weights_are_smaller(int8_figures, artifacts):
@@ -74,6 +77,18 @@ def test_int8_weights_are_smaller(int8_figures, artifacts):
 def test_metrics_record_speed_and_size_of_both(int8_figures, figure):
     assert int8_figures["fp32"][figure] > 0
     assert int8_figures["int8"][figure] > 0
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+def test_throughput_runs_the_model_on_batches_of_its_size(dataset, batch):
+    _, _, x, _ = dataset
+    shapes = set()
+
+    def model(inputs):
+        shapes.add(tuple(inputs.shape))
+
+    assert throughput(model, x, batch) > 0
+    assert shapes == {(batch, x.shape[1])}
 
 
 def quantized_layers(predictor) -> list:
