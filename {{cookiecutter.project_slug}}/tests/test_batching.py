@@ -149,3 +149,36 @@ def test_batch_endpoint_splits_big_batches_and_keeps_order(
     assert batch.status_code == 200
     assert_same_predictions(batch.json()["predictions"], singles)
     assert max(len(call) for call in recorder.calls) <= 3
+
+
+def test_a_big_batch_gives_the_loop_a_turn_between_model_calls(artifacts):
+    """Other requests are served between the model calls of a big batch:
+    no call blocks the loop for longer than one micro-batch."""
+    settings = make_settings(artifacts, max_micro_batch=3, cache_size=0)
+    with TestClient(create_app(settings)) as client:
+        service = client.app.state.service
+    events = []
+
+    def model(rows, batch):
+        events.append(len(rows))
+        return [b"{}"] * len(rows)
+
+    service.answer_rows = model
+    rows = [(float(i),) for i in range(9)]
+
+    async def a_big_batch_beside_another_request():
+        async def another_request():
+            for _ in range(5):
+                events.append("other")
+                await asyncio.sleep(0)
+
+        other = asyncio.ensure_future(another_request())
+        answers = await service.answer_all(rows, rows)
+        await other
+        return answers
+
+    answers = asyncio.run(a_big_batch_beside_another_request())
+    assert len(answers) == 9
+    model_calls = [i for i, event in enumerate(events) if event != "other"]
+    assert [events[i] for i in model_calls] == [3, 3, 3]
+    assert all(b - a > 1 for a, b in zip(model_calls, model_calls[1:]))
