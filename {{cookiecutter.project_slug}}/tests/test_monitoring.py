@@ -383,11 +383,15 @@ def test_the_last_lines_reach_the_file_when_traffic_stops(tmp_path):
         buffered = path.read_bytes()
         await asyncio.sleep(0.2)  # no more requests
         on_disk = path.read_bytes()
+        log.write([(2.0,)], encoded)  # and again, after the first flush
+        await asyncio.sleep(0.2)
+        later = path.read_bytes()
         log.close()
-        return buffered, on_disk
+        return buffered, on_disk, later
 
-    buffered, on_disk = asyncio.run(write_then_wait())
+    buffered, on_disk, later = asyncio.run(write_then_wait())
     assert buffered == b"" and len(on_disk.splitlines()) == 1
+    assert len(later.splitlines()) == 2  # the timer keeps running
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
