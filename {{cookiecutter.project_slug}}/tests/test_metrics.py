@@ -1,6 +1,7 @@
 """Prometheus /metrics: what it exposes, that the shipped dashboard and
 alerts ask only for what it exposes, and that it adds up over workers."""
 
+import asyncio
 import json
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.package_name }}.api.schemas import EXAMPLE
@@ -20,6 +21,7 @@ from {{ cookiecutter.package_name }}.local_server import (
     start_production,
     stop_production,
 )
+from {{ cookiecutter.package_name }}.monitoring import metrics
 from {{ cookiecutter.package_name }}.monitoring.metrics import (
     FLUSH_EVERY_S,
     LocalCounter,
@@ -142,6 +144,24 @@ def test_counts_added_at_flush_equal_observing_one_at_a_time():
     assert samples("requests")["_total", None] == 0
     counter.flush(), counter.flush()
     assert samples("requests")["_total", None] == 3
+
+
+def test_the_flush_timer_adds_the_counts_again_and_again():
+    """Without a scrape, the counts reach Prometheus every interval (other
+    workers' scrapes read them from there)."""
+    missed = "prediction_cache_misses_total"
+
+    async def count_twice() -> list[float]:
+        metrics.flush_every(0.01)
+        seen = [REGISTRY.get_sample_value(missed)]
+        for _ in range(2):
+            metrics.LOCAL_CACHE_MISSES.inc()
+            await asyncio.sleep(0.1)
+            seen.append(REGISTRY.get_sample_value(missed))
+        return seen
+
+    before, first, second = asyncio.run(count_twice())
+    assert (first, second) == (before + 1, before + 2)
 
 
 def test_model_info_names_the_served_model(client, artifacts):
