@@ -3,18 +3,21 @@ alerts ask only for what it exposes, and that it adds up over workers."""
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from {{ cookiecutter.package_name }} import gunicorn_conf
 from {{ cookiecutter.package_name }}.api.schemas import EXAMPLE
 from {{ cookiecutter.package_name }}.local_server import (
     loopback_env,
@@ -162,6 +165,25 @@ def test_the_flush_timer_adds_the_counts_again_and_again():
 
     before, first, second = asyncio.run(count_twice())
     assert (first, second) == (before + 1, before + 2)
+
+
+def test_a_dead_worker_leaves_no_live_gauge_behind(monkeypatch):
+    """gunicorn's hooks: a fresh multiprocess folder per start; a worker
+    that exits takes its live gauges (in-flight requests, model info) out
+    of the sums, and keeps its counts in them; the folder goes at exit."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # restored after
+    server = SimpleNamespace()
+    gunicorn_conf.on_starting(server)
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert folder.is_dir() and not any(folder.iterdir())
+    for name in ("gauge_livesum_11", "gauge_livemax_11", "counter_11"):
+        (folder / f"{name}.db").touch()
+    (folder / "gauge_livesum_12.db").touch()
+    gunicorn_conf.child_exit(server, SimpleNamespace(pid=11))
+    left = sorted(file.name for file in folder.iterdir())
+    assert left == ["counter_11.db", "gauge_livesum_12.db"]
+    gunicorn_conf.on_exit(server)
+    assert not folder.exists()
 
 
 def test_model_info_names_the_served_model(client, artifacts):
