@@ -7,6 +7,7 @@ import logging
 import random
 
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from {{ cookiecutter.package_name }}.api import cache as cache_module
 from {{ cookiecutter.package_name }}.api import main
@@ -204,6 +205,27 @@ def test_a_redis_outage_degrades_to_the_local_cache(artifacts, caplog):
     assert cache.hits["local"] == 2  # served locally while Redis is away
     warnings = [r for r in caplog.records if "Redis" in r.getMessage()]
     assert len(warnings) == 1  # one warning, then a pause before retrying
+
+
+def test_calls_in_flight_when_redis_goes_warn_once(caplog):
+    """Every failed call is counted; only the first one warns."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    errors = "prediction_cache_errors_total"
+
+    async def fail_together():
+        cache = PredictionCache(10, namespace="test", url=closed)
+        lookups = (cache.get_many([(float(i),)]) for i in range(5))
+        found = await asyncio.gather(*lookups)
+        await cache.close()
+        return found
+
+    before = REGISTRY.get_sample_value(errors)
+    with caplog.at_level(logging.WARNING):
+        found = asyncio.run(fail_together())
+    assert found == [[None]] * 5
+    assert REGISTRY.get_sample_value(errors) == before + 5
+    warnings = [r for r in caplog.records if "Redis" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def test_redis_is_tried_again_after_the_pause(monkeypatch):
