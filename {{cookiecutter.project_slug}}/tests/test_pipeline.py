@@ -14,6 +14,7 @@ from {{ cookiecutter.package_name }}.api.schemas import (
     Item,
     refused,
 )
+from {{ cookiecutter.package_name }}.model import Classifier
 from {{ cookiecutter.package_name }}.predict import (
     AnswerEncoder,
     ModelLoadError,
@@ -120,6 +121,15 @@ def test_cpu_fallback_when_cuda_is_asked_for_but_absent(caplog, monkeypatch):
 def test_a_gpu_is_used_when_there_is_one(monkeypatch, wanted):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert select_device(wanted).type == "cuda"
+
+
+def test_torch_compile_is_left_off_on_the_cpu(artifacts):
+    """TORCH_COMPILE pays on CUDA only; on the CPU it would add seconds of
+    compiling to every start for a model this small."""
+    predictor = Predictor.load(
+        make_settings(artifacts, device="cpu", torch_compile=True)
+    )
+    assert type(predictor.model) is Classifier  # not an OptimizedModule
 
 
 def test_loading_sets_the_torch_threads(artifacts):
