@@ -18,6 +18,11 @@ buildah() {
         --runroot "$CACHE/runroot" "$@"
 }
 
+# One at a time (two test workers, say): the second finds the image made.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/base-image.lock"
+flock 9
+
 if buildah inspect --type image "$IMAGE" >/dev/null 2>&1; then
     echo "$IMAGE is already there"
     exit 0
