@@ -351,6 +351,30 @@ def test_prediction_log_rotates_and_stays_bounded(tmp_path):
     assert max(r["inputs"]["a"] for r in lines) == 1999.0
 
 
+def test_workers_follow_a_rotation_and_never_rotate_twice(tmp_path):
+    """Three workers on one log: after one rotates, another's next lines go
+    to the new file, and a third that reaches the rotation late (it was
+    waiting for the lock) does not rotate again over the rotated file."""
+    path = tmp_path / "predictions.jsonl"
+    encoded = [orjson.dumps({"label": "x"})]
+    first, second, late = (
+        PredictionLog(path, ["a"], max_bytes=100) for _ in range(3)
+    )
+    first.write([(1.0,)], encoded)
+    first.write([(2.0,)], encoded)  # past 100 bytes: rotated
+    second.write([(3.0,)], encoded)
+    late._rotate()
+    for log in (first, second, late):
+        log.close()
+
+    def inputs(file):
+        lines = file.read_bytes().splitlines()
+        return [orjson.loads(line)["inputs"]["a"] for line in lines]
+
+    assert inputs(path.with_name(path.name + ".1")) == [1.0, 2.0]
+    assert inputs(path) == [3.0]
+
+
 def test_the_report_reads_the_log_oldest_first_and_last_means_newest(
     tmp_path,
 ):
