@@ -319,6 +319,11 @@ def test_two_workers_add_up_to_every_request(two_workers):
         text = get(f"{url}/metrics")[1].decode()
         assert counted(text) == (n, n)
         assert value(text, "model_info") == 1  # livemax, not a sum
+        # livesum: one in-flight figure for the server, not one per worker
+        in_flight = [
+            s for s in parse(text) if s[0] == "http_requests_in_flight"
+        ]
+        assert [labels for _, labels, _ in in_flight] == [{}]
 
     # Both workers served some of them: their drift windows add up to n.
     windows.clear()
