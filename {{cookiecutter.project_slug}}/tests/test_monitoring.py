@@ -70,6 +70,21 @@ def draw(population, n, seed, shift_sd=None):
     return rows, [orjson.dumps(p) for p in predictor.predict_rows(rows)]
 
 
+def write_reference(path, features, rows, labels) -> None:
+    """A reference sample as `make train` writes it: the inputs, the
+    predicted class and its confidence (here 0.9 for every row)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*features, "predicted", "confidence"])
+        for row, label in zip(rows, labels, strict=True):
+            writer.writerow([*row, label, 0.9])
+
+
+def encoded_answers(labels) -> list[bytes]:
+    """The service's encoded answers for these labels (confidence 0.9)."""
+    return [orjson.dumps({"label": str(c), "confidence": 0.9}) for c in labels]
+
+
 def drift_rate(reference, classes, windows) -> float:
     flagged = []
     for rows, encoded in windows:
@@ -104,16 +119,11 @@ def test_false_alarm_rate_is_near_the_level_on_continuous_data(tmp_path):
     def windows():
         for seed in range(200):
             rng = np.random.default_rng(seed)
-            with reference.open("w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow([*features, "predicted", "confidence"])
-                for row in rng.normal(size=(300, 4)):
-                    writer.writerow([*row, rng.choice(classes), 0.9])
+            sample = rng.normal(size=(300, 4))
+            labels = [rng.choice(classes) for _ in sample]
+            write_reference(reference, features, sample, labels)
             rows = [tuple(r) for r in rng.normal(size=(300, 4))]
-            yield rows, [
-                orjson.dumps({"label": str(c), "confidence": 0.9})
-                for c in rng.choice(classes, 300)
-            ]
+            yield rows, encoded_answers(rng.choice(classes, 300))
 
     rate = drift_rate(reference, classes, windows())
     # Measured: 4.5% at p=0.05.
@@ -159,21 +169,14 @@ def test_the_classes_are_tested_at_the_per_test_threshold(tmp_path):
     features, classes = ["a", "b"], ["x", "y", "z"]
     rng = np.random.default_rng(0)
     reference = tmp_path / "reference.csv"
-    with reference.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*features, "predicted", "confidence"])
-        for i, row in enumerate(rng.normal(size=(300, 2))):
-            writer.writerow([*row, "xy"[i % 2], 0.9])
+    write_reference(reference, features, rng.normal(size=(300, 2)), "xy" * 150)
     monitor = new_monitor(reference, classes, window=300)
     inputs = [tuple(row) for row in rng.normal(size=(300, 2))]
 
     def answer_for(n_x: int) -> dict:
         monitor.inputs.clear(), monitor.outputs.clear()
-        labels = ["x"] * n_x + ["y"] * (300 - n_x)
-        encoded = [
-            orjson.dumps({"label": c, "confidence": 0.9}) for c in labels
-        ]
-        monitor.observe(inputs, encoded)
+        labels = "x" * n_x + "y" * (300 - n_x)
+        monitor.observe(inputs, encoded_answers(labels))
         return monitor.compute()["prediction_drift"]
 
     answers = [answer_for(n_x) for n_x in range(150, 200, 2)]
@@ -371,7 +374,7 @@ def test_workers_follow_a_rotation_and_never_rotate_twice(tmp_path):
         lines = file.read_bytes().splitlines()
         return [orjson.loads(line)["inputs"]["a"] for line in lines]
 
-    assert inputs(path.with_name(path.name + ".1")) == [1.0, 2.0]
+    assert inputs(first.rotated) == [1.0, 2.0]
     assert inputs(path) == [3.0]
 
 
