@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }} import __version__
-from {{ cookiecutter.package_name }}.api.main import create_app
+from {{ cookiecutter.package_name }}.api.main import Deadlines, create_app
 from {{ cookiecutter.package_name }}.api.schemas import (
     EXAMPLE,
     FEATURES,
@@ -256,7 +256,44 @@ def test_a_request_out_of_time_is_a_503_and_its_neighbours_are_not(
     assert answered[0] == 200
     assert status == 503 and b"REQUEST_TIMEOUT_S" in body
     assert waited >= 0.2  # never early
-    assert not app.state.service.deadlines._started  # nothing left behind
+    deadlines = app.state.service.deadlines
+    assert not deadlines._started  # nothing left behind
+    assert deadlines._timer is None  # the sweeps stopped with the app
+
+
+def test_a_request_runs_out_of_time_at_the_eleventh_sweep():
+    """Sweeps come every tenth of the timeout. A request that starts after
+    sweep n has had more than the timeout at sweep n + 11, and may have had
+    less at sweep n + 10: never early, at most 1.1 times late."""
+    deadlines = Deadlines(1.0)
+
+    async def request() -> int:
+        task = deadlines.start()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            assert deadlines.expired(task)
+            return deadlines.sweeps  # the sweep that cancelled it
+        finally:
+            deadlines.finish(task)
+
+    async def sweep_and_turn():
+        deadlines._sweep()
+        for _ in range(3):  # the cancelled requests handle it
+            await asyncio.sleep(0)
+
+    async def scenario() -> list[int]:
+        requests = []
+        for _ in range(2):  # one request after sweep 1, one after sweep 2
+            await sweep_and_turn()
+            requests.append(asyncio.create_task(request()))
+            await asyncio.sleep(0)  # it starts
+        for _ in range(15):
+            await sweep_and_turn()
+        return await asyncio.gather(*requests)
+
+    assert asyncio.run(scenario()) == [1 + 11, 2 + 11]
+    assert not deadlines._started and not deadlines._expired
 
 
 def test_a_cancelled_request_stays_cancelled(artifacts):

@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import orjson
@@ -127,30 +128,44 @@ class Deadlines:
     """REQUEST_TIMEOUT_S for every request in flight, with one timer.
 
     asyncio.timeout() arms a timer per request (6 us, more than the rest of
-    a cached answer costs). Here one sweep, every tenth of the timeout while
-    requests are in flight, cancels those that ran out of time: a request
-    times out after 1.0 to 1.1 times REQUEST_TIMEOUT_S.
+    a cached answer costs), and even reading the clock shows in a cached
+    answer. So a request notes only how many sweeps have run; a sweep runs
+    every tenth of the timeout and cancels the requests that have seen ten
+    sweeps since: a request times out after 1.0 to 1.1 times
+    REQUEST_TIMEOUT_S (later if the loop was busy, never earlier).
     """
 
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self._started: dict[asyncio.Task, float] = {}  # in start order
+        self.sweeps = 0
+        self._started: dict[asyncio.Task, int] = {}  # in start order
         self._expired: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_loop = None
+
+    def sweep_every_tenth(self) -> None:
+        """Sweep on the running loop, until stop()."""
+        loop = asyncio.get_running_loop()
+        interval = self.seconds / 10
+
+        def sweep():
+            self._sweep()
+            self._timer = loop.call_later(interval, sweep)
+
+        self._timer = loop.call_later(interval, sweep)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def start(self) -> asyncio.Task:
-        loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        self._started[task] = loop.time()
-        if self._timer is None or self._timer_loop is not loop:
-            self._timer_loop = loop
-            self._timer = loop.call_later(self.seconds / 10, self._sweep)
+        self._started[task] = self.sweeps
         return task
 
     def finish(self, task: asyncio.Task) -> None:
-        self._started.pop(task, None)
-        self._expired.discard(task)
+        if self._started.pop(task, None) is None:  # it ran out of time
+            self._expired.discard(task)
 
     def expired(self, task: asyncio.Task) -> bool:
         """Whether the task was cancelled because its time ran out."""
@@ -160,19 +175,18 @@ class Deadlines:
         return False
 
     def _sweep(self) -> None:
-        loop, self._timer = self._timer_loop, None
-        too_old = loop.time() - self.seconds
+        self.sweeps += 1
+        # A request that noted sweep n started after it, so at sweep n + 11
+        # more than ten tenths have passed.
         late = []
-        for task, started in self._started.items():
-            if started > too_old:
+        for task, noted in self._started.items():
+            if noted > self.sweeps - 11:
                 break  # the rest started later still
             late.append(task)
         for task in late:
             del self._started[task]
             self._expired.add(task)
             task.cancel()
-        if self._started:
-            self._timer = loop.call_later(self.seconds / 10, self._sweep)
 
 
 class Service:
@@ -267,36 +281,37 @@ class Service:
             answers += self.answer_rows(rows[start:end], batch[start:end])
         return answers
 
-    async def guarded(self, receive, handle) -> tuple[int, bytes]:
-        """Limits and errors shared by the prediction routes."""
-        if self.predictor is None:
-            return 503, NOT_LOADED
-        task = self.deadlines.start()
-        try:
-            body = await read_body(receive, self.settings.max_body_bytes)
-            return 200, await handle(body)
-        except RequestRejected as rejected:
-            return rejected.status, orjson.dumps(rejected.body)
-        except asyncio.CancelledError:
-            if not self.deadlines.expired(task):
-                raise  # the server is stopping
-            return 503, orjson.dumps(
-                {
-                    "detail": "Request took longer than "
-                    f"{self.settings.request_timeout_s} s (REQUEST_TIMEOUT_S)."
-                }
-            )
-        except Exception:  # this request's failure, never its neighbours'
-            log.exception("Prediction failed")
-            return 500, FAILED
-        finally:
-            self.deadlines.finish(task)
+    def guarded(self, handle) -> Callable:
+        """The endpoint of a prediction route: reads the body, gives it to
+        `handle`, and applies the limits and errors the routes share."""
+        deadlines = self.deadlines
 
-    async def predict(self, scope, receive) -> tuple[int, bytes]:
-        return await self.guarded(receive, self.answer_one)
+        async def endpoint(scope, receive) -> tuple[int, bytes]:
+            if self.predictor is None:
+                return 503, NOT_LOADED
+            task = deadlines.start()
+            try:
+                body = await read_body(receive, self.settings.max_body_bytes)
+                return 200, await handle(body)
+            except RequestRejected as rejected:
+                return rejected.status, orjson.dumps(rejected.body)
+            except asyncio.CancelledError:
+                if not deadlines.expired(task):
+                    raise  # the server is stopping
+                return 503, orjson.dumps(
+                    {
+                        "detail": "Request took longer than "
+                        f"{self.settings.request_timeout_s} s "
+                        "(REQUEST_TIMEOUT_S)."
+                    }
+                )
+            except Exception:  # this request's failure, never its neighbours'
+                log.exception("Prediction failed")
+                return 500, FAILED
+            finally:
+                deadlines.finish(task)
 
-    async def batch_predict(self, scope, receive) -> tuple[int, bytes]:
-        return await self.guarded(receive, self.answer_many)
+        return endpoint
 
     async def answer_one(self, body: bytes) -> bytes:
         # The same bytes as an earlier valid request: the same answer,
@@ -458,7 +473,9 @@ def create_app(settings: Settings | None = None) -> PredictionApp:
         # collection first: it found ~50 objects and cost 0.1 s of the
         # cold start.)
         gc.freeze()
+        service.deadlines.sweep_every_tenth()
         yield
+        service.deadlines.stop()
         await service.close()
         metrics.flush()
 
@@ -470,8 +487,10 @@ def create_app(settings: Settings | None = None) -> PredictionApp:
     )
     app.state.service = service
     app.hot_routes = {
-        ("POST", "/predict"): Endpoint(service.predict),
-        ("POST", "/batch-predict"): Endpoint(service.batch_predict),
+        ("POST", "/predict"): Endpoint(service.guarded(service.answer_one)),
+        ("POST", "/batch-predict"): Endpoint(
+            service.guarded(service.answer_many)
+        ),
         ("GET", "/health"): Endpoint(service.health),
         ("GET", "/ready"): Endpoint(service.ready),
     }
