@@ -34,20 +34,14 @@ def test_local_cache_is_bounded_and_keeps_the_recently_used():
     assert [cache.get(k) for k in "acd"] == [b"a", b"c", b"d"]
 
 
-def test_put_many_keeps_the_bound_and_refreshes_known_keys():
-    cache = LocalCache(3)
-    cache.put_many({"a": b"a", "b": b"b"})
-    cache.put_many({"a": b"a", "c": b"c", "d": b"d"})  # "a" is fresh again
-    assert cache.get_many(["a", "b", "c", "d"]) == [b"a", None, b"c", b"d"]
-    assert len(cache) == 3
-
-
-def test_get_many_counts_as_a_use():
+def test_putting_a_known_key_makes_it_fresh_again():
     cache = LocalCache(2)
-    cache.put_many({"a": b"a", "b": b"b"})
-    assert cache.get_many(["a", "x"]) == [b"a", None]  # "a" is fresh again
+    cache.put("a", b"a")
+    cache.put("b", b"b")
+    cache.put("a", b"A")  # "a" is the most recent now, with its new value
     cache.put("c", b"c")
-    assert cache.get_many(["a", "b", "c"]) == [b"a", None, b"c"]
+    assert [cache.get(k) for k in "abc"] == [b"A", None, b"c"]
+    assert len(cache) == 2
 
 
 def test_only_small_bodies_are_kept_as_keys():
@@ -175,14 +169,14 @@ def test_many_concurrent_misses_are_not_an_outage(redis_url, caplog):
         cache = PredictionCache(
             100, namespace=f"test-{random.random()}", url=redis_url
         )
-        found = await asyncio.gather(*(cache.get_many([r]) for r in rows))
+        found = await asyncio.gather(*map(cache.get, rows))
         usable = cache._redis_usable()
         await cache.close()
         return cache, found, usable
 
     with caplog.at_level(logging.WARNING):
         cache, found, redis_usable = asyncio.run(miss_all())
-    assert found == [[None]] * len(rows)
+    assert found == [None] * len(rows)
     assert redis_usable, "Redis was taken for down"
     assert cache.misses == len(rows)
     assert not [r for r in caplog.records if "Redis" in r.getMessage()]
@@ -214,7 +208,7 @@ def test_calls_in_flight_when_redis_goes_warn_once(caplog):
 
     async def fail_together():
         cache = PredictionCache(10, namespace="test", url=closed)
-        lookups = (cache.get_many([(float(i),)]) for i in range(5))
+        lookups = (cache.get((float(i),)) for i in range(5))
         found = await asyncio.gather(*lookups)
         await cache.close()
         return found
@@ -222,7 +216,7 @@ def test_calls_in_flight_when_redis_goes_warn_once(caplog):
     before = REGISTRY.get_sample_value(errors)
     with caplog.at_level(logging.WARNING):
         found = asyncio.run(fail_together())
-    assert found == [[None]] * 5
+    assert found == [None] * 5
     assert REGISTRY.get_sample_value(errors) == before + 5
     warnings = [r for r in caplog.records if "Redis" in r.getMessage()]
     assert len(warnings) == 1
@@ -235,7 +229,7 @@ def test_redis_is_tried_again_after_the_pause(monkeypatch):
 
     async def scenario():
         cache = PredictionCache(10, namespace="test", url=closed)
-        await cache.get_many([(1.0,)])  # fails: Redis is taken for down
+        await cache.get((1.0,))  # fails: Redis is taken for down
         paused = cache._redis_usable()
         now[0] += RETRY_AFTER_S + 0.1
         retried = cache._redis_usable()

@@ -41,25 +41,13 @@ class LocalCache:
             self._items.move_to_end(key)
         return value
 
-    def get_many(self, keys: Sequence[Hashable]) -> list:
-        get, move_to_end = self._items.get, self._items.move_to_end
-        found = [get(key) for key in keys]
-        for key, value in zip(keys, found):
-            if value is not None:
-                move_to_end(key)
-        return found
-
     def put(self, key: Hashable, value) -> None:
-        self.put_many({key: value})
-
-    def put_many(self, entries: dict) -> None:
         if self.size == 0:
             return
         items = self._items
-        for key in entries.keys() & items.keys():
-            items.move_to_end(key)
-        items.update(entries)
-        for _ in range(len(items) - self.size):
+        items[key] = value
+        items.move_to_end(key)  # a known key is fresh again
+        if len(items) > self.size:
             items.popitem(last=False)
 
     def __len__(self) -> int:
@@ -67,7 +55,7 @@ class LocalCache:
 
 
 class PredictionCache:
-    """get_many / put_many over the local LRU and, when configured, Redis."""
+    """get / put over the local LRU and, when configured, Redis."""
 
     def __init__(
         self,
@@ -132,34 +120,24 @@ class PredictionCache:
         if len(body) <= MAX_BODY_KEY:
             self.bodies.put(body, (row, encoded))
 
-    async def get_many(self, keys: Sequence[tuple]) -> list[bytes | None]:
-        found = self.local.get_many(keys)
-        missing = [i for i, value in enumerate(found) if value is None]
-        local_hits = len(keys) - len(missing)
-        if local_hits:
-            self.hits["local"] += local_hits
-            self._local_hits.inc(local_hits)
-        if missing and self._redis_usable():
-            shared = await self._on_redis(
-                self.redis.mget([self._redis_key(keys[i]) for i in missing])
-            )
-            if shared is not None:
-                still_missing = []
-                for i, value in zip(missing, shared):
-                    if value is None:
-                        still_missing.append(i)
-                    else:
-                        found[i] = value
-                        self.local.put(keys[i], value)
-                redis_hits = len(missing) - len(still_missing)
-                if redis_hits:
-                    self.hits["redis"] += redis_hits
-                    self._redis_hits.inc(redis_hits)
-                missing = still_missing
-        if missing:
-            self.misses += len(missing)
-            metrics.LOCAL_CACHE_MISSES.inc(len(missing))
-        return found
+    async def get(self, key: tuple) -> bytes | None:
+        """The answer for a row: the local LRU's, else Redis's (then kept
+        locally too), else None."""
+        value = self.local.get(key)
+        if value is not None:
+            self.hits["local"] += 1
+            self._local_hits.value += 1
+            return value
+        if self._redis_usable():
+            value = await self._on_redis(self.redis.get(self._redis_key(key)))
+            if value is not None:
+                self.local.put(key, value)
+                self.hits["redis"] += 1
+                self._redis_hits.value += 1
+                return value
+        self.misses += 1
+        metrics.LOCAL_CACHE_MISSES.value += 1
+        return None
 
     async def _on_redis(self, call: Awaitable):
         """The call's result, or None where Redis failed; counted among the
@@ -173,16 +151,12 @@ class PredictionCache:
         finally:
             self._redis_idle += 1
 
-    async def _store(self, entries: dict[tuple, bytes]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, value in entries.items():
-                pipe.set(self._redis_key(key), value, ex=self.ttl_s)
-            await pipe.execute()
-
-    async def put_many(self, entries: dict[tuple, bytes]) -> None:
-        self.local.put_many(entries)
-        if entries and self._redis_usable():
-            await self._on_redis(self._store(entries))
+    async def put(self, key: tuple, value: bytes) -> None:
+        self.local.put(key, value)
+        if self._redis_usable():
+            await self._on_redis(
+                self.redis.set(self._redis_key(key), value, ex=self.ttl_s)
+            )
 
     async def close(self) -> None:
         if self.redis is not None:

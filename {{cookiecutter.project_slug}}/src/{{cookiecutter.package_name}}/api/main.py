@@ -250,13 +250,13 @@ class Service:
 
     async def answer_row(self, row: tuple) -> bytes:
         """/predict: the cached answer, or the model's (micro-batched)."""
-        (encoded,) = await self.cache.get_many([row])
+        encoded = await self.cache.get(row)
         if encoded is None:
             if self.settings.micro_batching:
                 encoded = await self.batcher.predict(row)
             else:
                 (encoded,) = self.answer_rows([row])
-            await self.cache.put_many({row: encoded})
+            await self.cache.put(row, encoded)
         self.monitor.observe((row,), (encoded,))
         return encoded
 
