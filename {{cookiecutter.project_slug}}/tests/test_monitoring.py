@@ -139,7 +139,8 @@ def test_a_shifted_feature_is_flagged_and_named(
     monitor = new_monitor(artifacts / "reference.csv", predictor.classes)
     rates = []
     for seed in range(20):
-        monitor.inputs.clear(), monitor.outputs.clear()
+        monitor.inputs.clear()
+        monitor.outputs.clear()
         monitor.observe(*draw(population, 200, seed, (feature, shift_sd)))
         answer = monitor.compute()
         rates.append(answer["features"][feature]["drift"])
@@ -174,7 +175,8 @@ def test_the_classes_are_tested_at_the_per_test_threshold(tmp_path):
     inputs = [tuple(row) for row in rng.normal(size=(300, 2))]
 
     def answer_for(n_x: int) -> dict:
-        monitor.inputs.clear(), monitor.outputs.clear()
+        monitor.inputs.clear()
+        monitor.outputs.clear()
         labels = "x" * n_x + "y" * (300 - n_x)
         monitor.observe(inputs, encoded_answers(labels))
         return monitor.compute()["prediction_drift"]
