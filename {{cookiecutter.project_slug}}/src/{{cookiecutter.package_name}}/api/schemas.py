@@ -11,7 +11,7 @@ README, The model). Everything else follows them.
 
 import math
 from collections.abc import Callable, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Annotated, NamedTuple
 
@@ -217,15 +217,103 @@ def batch_rows(body: bytes) -> ValidBatch | None:
     """The rows of a valid /batch-predict body, or None: then Pydantic
     decides (and words the 422).
 
-    The fast path of the common, valid request: one orjson parse, then
-    checks that each run over the whole list at C speed. For 256 items it
-    takes two thirds of the time of BatchRequest and the row reading,
-    and gives the model's input array besides. It accepts only bodies
-    BatchRequest accepts, with the same rows (checked on generated bodies
-    in tests/test_schemas.py).
+    The fast path of the common, valid request. It accepts only bodies
+    BatchRequest accepts, with the same rows (checked on generated and
+    damaged bodies in tests/test_schemas.py), and gives the model's input
+    array besides. For 256 items, a body in one of the usual LAYOUTS takes
+    under half the time of BatchRequest and the row reading; any other
+    body, about four fifths.
     """
     if not FAST_PATH:
         return None
+    return read_laid_out(body) or read_parsed(body)
+
+
+# Bytes a JSON number without an exponent is made of.
+_NUMBER_BYTES = b"0123456789.-+"
+_KEPT = _NUMBER_BYTES + b",[]{}:"
+_DROPPED = bytes(sorted(set(range(256)) - set(_KEPT)))
+# What is kept of a body: the colon before each value becomes a minus
+# sign, which a number must follow at once; braces become spaces, which
+# end a number.
+_SIGNED = bytes.maketrans(b":{}", b"-  ")
+
+
+class Layout(NamedTuple):
+    """A body's bytes without its numbers: head, items split by `comma`,
+    tail. Each item is the item's keys, in FEATURES order."""
+
+    head: bytes
+    item: bytes
+    comma: bytes
+    tail: bytes
+
+    def holds(self, shape: bytes) -> bool:
+        """Whether `shape` is this layout with one or more items."""
+        n, rest = divmod(
+            len(shape) - len(self.head) - len(self.tail) + len(self.comma),
+            len(self.item) + len(self.comma),
+        )
+        if n < 1 or rest:
+            return False
+        items = self.comma.join(repeat(self.item, n))
+        return shape == self.head + items + self.tail
+
+
+def layouts(features: Sequence[str]) -> list[Layout]:
+    """The two layouts nearly every client writes: compact (orjson, httpx,
+    JavaScript) and with spaces (Python's json.dumps, as requests sends
+    it). None if a feature name has a byte the reading keeps (a digit, a
+    dot, a minus): the check would be ambiguous, so every body is parsed.
+    """
+    if any(set(orjson.dumps(name)) & set(_KEPT) for name in features):
+        return []
+    names = [orjson.dumps(name) for name in features]
+    return [
+        Layout(
+            b'{"items"' + colon + b"[",
+            b"{" + comma.join(name + colon for name in names) + b"}",
+            comma,
+            b"]}",
+        )
+        for comma, colon in [(b",", b":"), (b", ", b": ")]
+    ]
+
+
+LAYOUTS = layouts(FEATURES)
+
+
+def read_laid_out(body: bytes) -> ValidBatch | None:
+    """A body in one of the LAYOUTS, read without building a dict per item.
+
+    Without its number bytes, the body must be the layout exactly. What it
+    keeps, translated, must then be a JSON array of negated numbers:
+    `:5.1,` becomes `-5.1,`, so number bytes anywhere but in a value's
+    place (in a key, around a brace), or an empty value, break the array.
+    So does a negative value (`--5`): Pydantic then reads that body.
+    """
+    shape = body.translate(None, _NUMBER_BYTES)
+    if not any(layout.holds(shape) for layout in LAYOUTS):
+        return None
+    signed = body.translate(_SIGNED, _DROPPED)
+    if signed[:2] != b" -":  # the head's colon, right before its `[`
+        return None
+    try:
+        # 0 - x: never -0.0, which the item `0` would give as -x.
+        flat = 0.0 - np.array(orjson.loads(signed[2:]), dtype=np.float64)
+        flat = flat.reshape(-1, len(FEATURES))
+    except (ValueError, OverflowError):  # orjson's errors are ValueErrors
+        return None
+    if not _within_bounds(flat):
+        return None
+    values = iter(flat.ravel().tolist())
+    rows = list(zip(*[values] * len(FEATURES)))
+    return ValidBatch(rows, flat.astype(np.float32))
+
+
+def read_parsed(body: bytes) -> ValidBatch | None:
+    """Any valid body: one orjson parse, then checks that each run over
+    the whole list at C speed."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
