@@ -263,8 +263,8 @@ class Layout(NamedTuple):
 def layouts(features: Sequence[str]) -> list[Layout]:
     """The two layouts nearly every client writes: compact (orjson, httpx,
     JavaScript) and with spaces (Python's json.dumps, as requests sends
-    it). None if a feature name has a byte the reading keeps (a digit, a
-    dot, a minus): the check would be ambiguous, so every body is parsed.
+    it). No layout if a feature name has a byte the reading keeps (a digit,
+    a dot, a minus): the check would be ambiguous, so every body is parsed.
     """
     if any(set(orjson.dumps(name)) & set(_KEPT) for name in features):
         return []
@@ -290,7 +290,7 @@ def read_laid_out(body: bytes) -> ValidBatch | None:
     keeps, translated, must then be a JSON array of negated numbers:
     `:5.1,` becomes `-5.1,`, so number bytes anywhere but in a value's
     place (in a key, around a brace), or an empty value, break the array.
-    So does a negative value (`--5`): Pydantic then reads that body.
+    So does a negative value (`--5`): read_parsed then reads that body.
     """
     shape = body.translate(None, _NUMBER_BYTES)
     if not any(layout.holds(shape) for layout in LAYOUTS):
