@@ -151,6 +151,16 @@ def test_fast_path_accepts_only_what_the_schema_accepts(body, dumps):
     assert_read_as_pydantic_reads(dumps(body).encode())
 
 
+@pytest.mark.parametrize(
+    "literal", ["NaN", "Infinity", "-Infinity", "1e999", "true", '"5"']
+)
+def test_literals_json_dumps_will_not_write_go_to_pydantic(literal):
+    item = json.dumps({**EXAMPLE, FEATURES[0]: "X"})
+    body = '{"items": [' + item.replace('"X"', literal) + "]}"
+    assert batch_rows(body.encode()) is None
+    assert pydantic_rows(body.encode()) is None
+
+
 number_texts = st.text("0123456789.-+", max_size=4)
 good_batches = st.fixed_dictionaries(
     {"items": st.lists(good_item, min_size=1, max_size=3)}
