@@ -122,13 +122,14 @@ def one_off(name: str, value) -> dict:
 
 # The two layouts of LAYOUTS: json.dumps's spaced one and this.
 compact = partial(json.dumps, separators=(",", ":"))
+LAID_OUT = (json.dumps, compact)
 
 
 def at_every_edge(test):
     """The test run on each feature at and beyond each bound, always, in
     both layouts."""
     for name, edge in sorted(AT_THE_EDGES):
-        for dumps in (json.dumps, compact):
+        for dumps in LAID_OUT:
             at_edge = example(one_off(name, edge), dumps)
             test = at_edge.via(f"{name} at {edge}")(test)
     return test
@@ -144,7 +145,7 @@ def assert_read_as_pydantic_reads(body: bytes):
 
 
 @settings(max_examples=600, deadline=None)
-@given(bodies, st.sampled_from([json.dumps, compact]))
+@given(bodies, st.sampled_from(LAID_OUT))
 @example(one_off(FEATURES[-1], True), json.dumps).via("a boolean")
 @at_every_edge
 def test_fast_path_accepts_only_what_the_schema_accepts(body, dumps):
@@ -168,7 +169,7 @@ good_batches = st.fixed_dictionaries(
 
 
 @settings(max_examples=600, deadline=None)
-@given(good_batches, st.sampled_from([json.dumps, compact]), st.data())
+@given(good_batches, st.sampled_from(LAID_OUT), st.data())
 def test_a_damaged_body_is_read_as_pydantic_reads_it(body, dumps, data):
     """A good batch in one of the usual layouts, with a few bytes taken
     out anywhere, or one value taken out, and number bytes (that value,
@@ -230,7 +231,7 @@ def test_the_usual_layouts_skip_the_json_parse():
     # The example, and the same in whole numbers, sent as JSON integers.
     as_int = {name: math.ceil(value) for name, value in EXAMPLE.items()}
     batch = {"items": [EXAMPLE, as_int]}
-    bodies = [dumps(batch).encode() for dumps in (json.dumps, compact)]
+    bodies = [dumps(batch).encode() for dumps in LAID_OUT]
     for body in bodies:
         laid_out, parsed = read_laid_out(body), read_parsed(body)
         assert laid_out is not None and laid_out.rows == parsed.rows

@@ -266,9 +266,9 @@ def layouts(features: Sequence[str]) -> list[Layout]:
     it). No layout if a feature name has a byte the reading keeps (a digit,
     a dot, a minus): the check would be ambiguous, so every body is parsed.
     """
-    if any(set(orjson.dumps(name)) & set(_KEPT) for name in features):
-        return []
     names = [orjson.dumps(name) for name in features]
+    if any(set(name) & set(_KEPT) for name in names):
+        return []
     return [
         Layout(
             b'{"items"' + colon + b"[",
