@@ -29,9 +29,14 @@ class MicroBatcher:
         self.max_batch = max_batch
         self._pending: Pending = []
         self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def predict(self, row: tuple):
-        loop = asyncio.get_running_loop()
+        if not self._pending:
+            # Once a batch, not once a request: on Python 3.11,
+            # get_running_loop() is a getpid() system call.
+            self._loop = asyncio.get_running_loop()
+        loop = self._loop
         future = loop.create_future()
         self._pending.append((row, future))
         if len(self._pending) >= self.max_batch:

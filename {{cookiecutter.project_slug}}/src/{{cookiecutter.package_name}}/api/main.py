@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import orjson
 from fastapi import APIRouter, FastAPI
@@ -141,10 +142,14 @@ class Deadlines:
         self._started: dict[asyncio.Task, int] = {}  # in start order
         self._expired: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._current_task = asyncio.current_task
 
     def sweep_every_tenth(self) -> None:
         """Sweep on the running loop, until stop()."""
         loop = asyncio.get_running_loop()
+        # Told the loop, current_task() skips get_running_loop(): on Python
+        # 3.11 a getpid() system call, once per request otherwise.
+        self._current_task = partial(asyncio.current_task, loop)
         interval = self.seconds / 10
 
         def sweep():
@@ -157,9 +162,10 @@ class Deadlines:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._current_task = asyncio.current_task
 
     def start(self) -> asyncio.Task:
-        task = asyncio.current_task()
+        task = self._current_task()
         self._started[task] = self.sweeps
         return task
 
