@@ -232,6 +232,42 @@ def body_of(item: dict):
     return receive
 
 
+def in_messages(body: bytes, size: int, then: list[dict] = ()):
+    """`receive` for a body sent `size` bytes a message, then `then`."""
+    messages = [
+        {"type": "http.request", "body": body[i : i + size], "more_body": True}
+        for i in range(0, len(body), size)
+    ]
+    messages[-1]["more_body"] = False
+    messages = iter([*messages[: len(messages) - bool(then)], *then])
+
+    async def receive():
+        return next(messages)
+
+    return receive
+
+
+def test_a_body_in_many_messages_is_read_whole_and_checked(artifacts):
+    """Bodies in one message skip read_body; the rest must still work."""
+    app = create_app(make_settings(artifacts, max_body_bytes=1024))
+    body = json.dumps(EXAMPLE).encode()
+    gone = [{"type": "http.disconnect"}]
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            return [
+                await call(app, "/predict", in_messages(body, len(body))),
+                await call(app, "/predict", in_messages(body, 7)),
+                await call(app, "/predict", in_messages(body.ljust(1025), 7)),
+                await call(app, "/predict", in_messages(body, 7, gone)),
+            ]
+
+    whole, in_pieces, too_large, disconnected = asyncio.run(scenario())
+    assert whole[0] == in_pieces[0] == 200 and whole[1] == in_pieces[1]
+    assert too_large[0] == 413 and b"MAX_BODY_BYTES" in too_large[1]
+    assert disconnected == (400, b'{"detail":"Client disconnected."}')
+
+
 async def never_sends_the_body():
     await asyncio.Event().wait()
 

@@ -76,11 +76,11 @@ def invalid(error: ValidationError) -> RequestRejected:
     return RequestRejected(422, {"detail": details})
 
 
-async def read_body(receive, limit: int) -> bytes:
-    """The whole body; refused (413) as soon as it grows past `limit`."""
-    chunks, size, more = [], 0, True
-    while more:
-        message = await receive()
+async def read_body(message: dict, receive, limit: int) -> bytes:
+    """The whole body, from its first message on; refused (413) as soon as
+    it grows past `limit`."""
+    chunks, size = [], 0
+    while True:
         if message["type"] != "http.request":  # the client went away
             raise RequestRejected(400, {"detail": "Client disconnected."})
         chunk = message.get("body", b"")
@@ -89,8 +89,9 @@ async def read_body(receive, limit: int) -> bytes:
             detail = f"Request body over {limit} bytes (MAX_BODY_BYTES)."
             raise RequestRejected(413, {"detail": detail})
         chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        message = await receive()
 
 
 def items_in(body: bytes) -> int:
@@ -287,17 +288,36 @@ class Service:
             answers += self.answer_rows(rows[start:end], batch[start:end])
         return answers
 
-    def guarded(self, handle) -> Callable:
+    def guarded(self, handle, answer_known=None) -> Callable:
         """The endpoint of a prediction route: reads the body, gives it to
-        `handle`, and applies the limits and errors the routes share."""
+        `handle`, and applies the limits and errors the routes share.
+
+        `answer_known(body)`, where given, answers the bodies it knows (None
+        for the others) without the cost of a coroutine: a cached answer
+        costs little more than the HTTP exchange, so every call shows.
+        """
         deadlines = self.deadlines
+        limit = self.settings.max_body_bytes
 
         async def endpoint(scope, receive) -> tuple[int, bytes]:
             if self.predictor is None:
                 return 503, NOT_LOADED
             task = deadlines.start()
             try:
-                body = await read_body(receive, self.settings.max_body_bytes)
+                message = await receive()
+                body = message.get("body", b"")
+                # Almost always the first message is the whole body; the
+                # others go to read_body (as does every check it makes).
+                if (
+                    message.get("more_body", False)
+                    or len(body) > limit
+                    or message["type"] != "http.request"
+                ):
+                    body = await read_body(message, receive, limit)
+                if answer_known is not None:
+                    known = answer_known(body)
+                    if known is not None:
+                        return 200, known
                 return 200, await handle(body)
             except RequestRejected as rejected:
                 return rejected.status, orjson.dumps(rejected.body)
@@ -319,14 +339,17 @@ class Service:
 
         return endpoint
 
-    async def answer_one(self, body: bytes) -> bytes:
-        # The same bytes as an earlier valid request: the same answer,
-        # without parsing or validating again.
+    def answer_known(self, body: bytes) -> bytes | None:
+        """/predict: the same bytes as an earlier valid request get the same
+        answer, without parsing or validating again."""
         known = self.cache.get_body(body)
-        if known is not None:
-            row, encoded = known
-            self.monitor.observe((row,), (encoded,))
-            return encoded
+        if known is None:
+            return None
+        row, encoded = known
+        self.monitor.observe((row,), (encoded,))
+        return encoded
+
+    async def answer_one(self, body: bytes) -> bytes:
         try:
             item = Item.model_validate_json(body)
         except ValidationError as error:
@@ -493,7 +516,9 @@ def create_app(settings: Settings | None = None) -> PredictionApp:
     )
     app.state.service = service
     app.hot_routes = {
-        ("POST", "/predict"): Endpoint(service.guarded(service.answer_one)),
+        ("POST", "/predict"): Endpoint(
+            service.guarded(service.answer_one, service.answer_known)
+        ),
         ("POST", "/batch-predict"): Endpoint(
             service.guarded(service.answer_many)
         ),
