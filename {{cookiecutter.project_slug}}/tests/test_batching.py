@@ -72,9 +72,11 @@ def test_a_batch_never_exceeds_its_bound(max_batch, callers):
     assert sum(len(call) for call in recorder.calls) == callers
 
 
-@pytest.mark.parametrize("bad", [0, 17, 63])
+@pytest.mark.parametrize("bad", [1, 17, 64])
 def test_one_failing_item_fails_only_its_own_caller(bad):
-    rows = [(float(i),) for i in range(64)]
+    # The first caller finds the batcher idle and is answered at once; the
+    # 64 behind it share a batch.
+    rows = [(float(i),) for i in range(65)]
     recorder = Recorder(fails_on=rows[bad])
     answers = asyncio.run(predict_all(MicroBatcher(recorder, 64), rows))
     assert isinstance(answers[bad], ValueError)
@@ -83,7 +85,25 @@ def test_one_failing_item_fails_only_its_own_caller(bad):
     # log2(64) splits, each also answering its good half in one call.
     failing = [len(call) for call in recorder.calls if rows[bad] in call]
     assert failing == [64, 32, 16, 8, 4, 2, 1]
-    assert len(recorder.calls) == 2 * 6 + 1
+    assert len(recorder.calls) == 1 + 2 * 6 + 1
+
+
+def test_a_failing_lone_item_fails_only_its_own_caller():
+    recorder = Recorder(fails_on=(1.0,))
+
+    async def one_after_another():
+        batcher = MicroBatcher(recorder, 64)
+        answers = []
+        for row in [(0.0,), (1.0,), (2.0,)]:
+            try:
+                answers.append(await batcher.predict(row))
+            except ValueError as error:
+                answers.append(error)
+        return answers
+
+    first, failed, last = asyncio.run(one_after_another())
+    assert (first, last) == ((0.0,), (2.0,))
+    assert isinstance(failed, ValueError)
 
 
 @pytest.mark.parametrize("extra", [-2, -1, 1])
@@ -102,30 +122,68 @@ def test_a_caller_gone_before_the_flush_is_not_computed():
 
     async def one_caller_leaves():
         batcher = MicroBatcher(recorder, 64)
+        first = asyncio.ensure_future(batcher.predict((0.0,)))
         leaving = asyncio.ensure_future(batcher.predict((1.0,)))
         staying = asyncio.ensure_future(batcher.predict((2.0,)))
-        await asyncio.sleep(0)  # both are queued; the flush is not yet run
+        # One turn: the first is answered at once, the two others are
+        # queued and their flush is not yet run.
+        await asyncio.sleep(0)
+        assert first.done() and not staying.done()
         leaving.cancel()
         return await staying
 
     assert asyncio.run(one_caller_leaves()) == (2.0,)
-    assert recorder.calls == [[(2.0,)]]
+    assert recorder.calls == [[(0.0,)], [(2.0,)]]
 
 
-def test_a_lone_request_is_answered_on_the_next_loop_turns():
-    """Concurrency 1: no timer, no waiting for company."""
+async def answered_in_one_turn(batcher, row) -> bool:
+    """Whether the request was answered in its first step (it is answered
+    either way before this returns)."""
+    task = asyncio.ensure_future(batcher.predict(row))
+    await asyncio.sleep(0)  # the task's first step, and nothing more
+    at_once = task.done()
+    assert await task == row
+    return at_once
+
+
+def test_a_lone_request_waits_for_nothing_not_even_a_loop_turn():
+    """Concurrency 1: no timer, and no loop turn spent waiting for
+    company; one request after another, each is answered at once."""
     recorder = Recorder()
 
-    async def lone():
-        task = asyncio.ensure_future(
-            MicroBatcher(recorder, 64).predict((1.0,))
-        )
-        for _ in range(3):
-            await asyncio.sleep(0)
-        return task.done() and task.result()
+    async def one_after_another():
+        batcher = MicroBatcher(recorder, 64)
+        return [
+            await answered_in_one_turn(batcher, (float(i),)) for i in range(3)
+        ]
 
-    assert asyncio.run(lone()) == (1.0,)
-    assert recorder.calls == [[(1.0,)]]
+    assert asyncio.run(one_after_another()) == [True] * 3
+    assert recorder.calls == [[(0.0,)], [(1.0,)], [(2.0,)]]
+
+
+def test_batching_starts_with_a_burst_and_stops_when_it_is_over():
+    """The first request of a burst is answered at once, the rest share
+    one call. After the burst a lone request waits one turn (the last batch
+    had company), then lone requests are answered at once again."""
+    recorder = Recorder()
+    burst = [(float(i),) for i in range(10)]
+
+    async def burst_then_lone_requests():
+        batcher = MicroBatcher(recorder, 64)
+        await predict_all(batcher, burst)
+        return [
+            await answered_in_one_turn(batcher, (float(i),))
+            for i in range(10, 13)
+        ]
+
+    assert asyncio.run(burst_then_lone_requests()) == [False, True, True]
+    assert recorder.calls == [
+        burst[:1],
+        burst[1:],
+        [(10.0,)],
+        [(11.0,)],
+        [(12.0,)],
+    ]
 
 
 @pytest.mark.parametrize("micro_batching", [True, False])
