@@ -533,7 +533,7 @@ def judge(figures: dict[str, Figure], limit: dict[str, float]) -> None:
         vs_naive = paired_ratio(predict, naive) if naive else float("nan")
         check(
             PREDICT,
-            f">=0.6x limit, >=3x naive ({vs_naive:.1f}x), p99<=15ms",
+            f">=0.6x limit, >=3x naive ({vs_naive:.2f}x), p99<=15ms",
             predict.ratio >= 0.6
             and (naive is None or vs_naive >= 3)
             and predict.p99_ms <= 15,
@@ -542,7 +542,8 @@ def judge(figures: dict[str, Figure], limit: dict[str, float]) -> None:
         check(BATCH, ">=0.4x limit (batch 256)", figures[BATCH].ratio >= 0.4)
     if CACHED in figures and HEALTH in figures:
         share = paired_ratio(figures[CACHED], figures[HEALTH])
-        check(CACHED, f">=0.9x /health ({share:.2f}x)", share >= 0.9)
+        # Three digits: 0.8953 must not read "0.90x" beside a MISS.
+        check(CACHED, f">=0.9x /health ({share:.3f}x)", share >= 0.9)
     if COLD_START in figures:
         check(COLD_START, "<=2 s", figures[COLD_START].value <= 2.0)
 
