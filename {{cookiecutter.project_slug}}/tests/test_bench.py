@@ -51,14 +51,25 @@ def figure_of(name: str, per_s: list[int]) -> bench.Figure:
     return bench.combine(name, rounds)
 
 
-def test_cached_and_naive_are_compared_round_by_round():
+def judged(cached, health, predict, naive) -> dict[str, bench.Figure]:
+    """The figures judged against each other, round by round."""
     figures = {
-        bench.CACHED: figure_of(bench.CACHED, [9_000, 18_500, 12_000]),
-        bench.HEALTH: figure_of(bench.HEALTH, [10_000, 20_000, 20_000]),
-        bench.PREDICT: figure_of(bench.PREDICT, [6_000, 9_000, 6_500]),
-        bench.NAIVE: figure_of(bench.NAIVE, [1_900, 2_800, 2_600]),
+        bench.CACHED: figure_of(bench.CACHED, cached),
+        bench.HEALTH: figure_of(bench.HEALTH, health),
+        bench.PREDICT: figure_of(bench.PREDICT, predict),
+        bench.NAIVE: figure_of(bench.NAIVE, naive),
     }
     bench.judge(figures, {"single_per_s": 10_000.0})
+    return figures
+
+
+def test_cached_and_naive_are_compared_round_by_round():
+    figures = judged(
+        cached=[9_000, 18_500, 12_000],
+        health=[10_000, 20_000, 20_000],
+        predict=[6_000, 9_000, 6_500],
+        naive=[1_900, 2_800, 2_600],
+    )
     # Round by round: 0.9, 0.925 and 0.6 of /health; 3.158, 3.214 and 2.5
     # times naive. The ratios of the medians (0.6, 2.5) would mix rounds.
     assert figures[bench.CACHED].passed is True
@@ -68,13 +79,9 @@ def test_cached_and_naive_are_compared_round_by_round():
 
 
 def test_a_near_miss_does_not_read_as_the_target():
-    figures = {
-        bench.CACHED: figure_of(bench.CACHED, [89_996]),
-        bench.HEALTH: figure_of(bench.HEALTH, [100_000]),
-        bench.PREDICT: figure_of(bench.PREDICT, [6_000]),
-        bench.NAIVE: figure_of(bench.NAIVE, [2_001]),
-    }
-    bench.judge(figures, {"single_per_s": 10_000.0})
+    figures = judged(
+        cached=[89_996], health=[100_000], predict=[6_000], naive=[2_001]
+    )
     # 0.89996 of /health and 2.9985 times naive: rounded to the nearest,
     # "0.900x" and "3.00x", the targets, beside a MISS.
     assert figures[bench.CACHED].passed is False
