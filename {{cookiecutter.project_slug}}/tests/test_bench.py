@@ -90,6 +90,15 @@ def test_a_near_miss_does_not_read_as_the_target():
     assert "(2.99x)" in figures[bench.PREDICT].target
 
 
+def test_a_ratio_prints_rounded_down_from_its_own_digits():
+    # Floored in binary, 1.15 * 100 and 0.577 * 1000 fall one digit short.
+    assert bench.rounded_down(1.15, 2) == "1.15"
+    assert bench.rounded_down(0.577, 3) == "0.577"
+    assert bench.rounded_down(0.89996, 3) == "0.899"
+    assert bench.rounded_down(3.0, 2) == "3.00"
+    assert bench.rounded_down(float("nan"), 2) == "nan"
+
+
 def test_a_start_is_the_median_of_its_measurements():
     measurements = iter([2.9, 2.1, 2.4])
     figure = bench.seconds_figure("start", measurements.__next__, 3)

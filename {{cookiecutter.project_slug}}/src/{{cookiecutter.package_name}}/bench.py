@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 
 from .local_server import (
@@ -525,8 +526,10 @@ def rounded_down(value: float, digits: int) -> str:
     target (0.8996 against 0.9) must not print as the target."""
     if not math.isfinite(value):  # no naive figure: nan
         return f"{value:.{digits}f}"
-    step = 10**digits
-    return f"{math.floor(value * step) / step:.{digits}f}"
+    # From the float's shortest text, not its binary value: 1.15 * 100 is
+    # 114.99999999999999, which would floor to "1.14".
+    step = Decimal(1).scaleb(-digits)
+    return f"{Decimal(repr(value)).quantize(step, rounding=ROUND_FLOOR):f}"
 
 
 def judge(figures: dict[str, Figure], limit: dict[str, float]) -> None:
