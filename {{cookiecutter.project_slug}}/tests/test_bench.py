@@ -90,6 +90,17 @@ def test_a_near_miss_does_not_read_as_the_target():
     assert "(2.99x)" in figures[bench.PREDICT].target
 
 
+def test_the_table_prints_a_near_miss_under_its_target():
+    limit = {"single_per_s": 10_000.0, "batch_items_per_s": 1_000_000.0}
+    # 1561 requests of 256 items: 0.3996 of the limit, "0.40" if rounded.
+    result = bench.Result(1561, 1.0, 0, 1.0, 2.0)
+    batch = bench.combine(bench.BATCH, [(result, 1_000_000)], 256)
+    bench.judge({bench.BATCH: batch}, limit)
+    row = bench.table([batch], limit).splitlines()[-1]
+    assert batch.passed is False
+    assert " 0.39  MISS" in row
+
+
 def test_a_ratio_prints_rounded_down_from_its_own_digits():
     # Floored in binary, 1.15 * 100 and 0.577 * 1000 fall one digit short.
     assert bench.rounded_down(1.15, 2) == "1.15"
