@@ -11,7 +11,11 @@ help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / \
 		{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The lock files are pinned for Python 3.11: another python3 would fail
+# later, and less clearly.
 $(PYTHON): requirements-test.txt
+	@python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and \
+		"make test needs Python 3.11 as python3, not " + sys.version.split()[0])'
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet -r requirements-test.txt
 	touch $(PYTHON)

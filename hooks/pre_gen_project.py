@@ -62,7 +62,7 @@ TEXT_FIELDS = ("project_name", "description", "author_name", "author_email")
 # cookiecutter.json's slug when the name has nothing to make one from.
 EMPTY_SLUG = "name-without-letters"
 SUPPORTED_PYTHON = {"3.11"}
-# Cloud targets that cannot schedule a GPU, with what to pick instead.
+# Cloud targets that cannot schedule a GPU.
 NO_GPU_TARGETS = {"aws-ecs-fargate"}
 # The longest slug a target's derived names allow, and the name that sets it.
 LONGEST_SLUG_ON = {
@@ -80,13 +80,15 @@ def check_project_name(name: str):
     return check_text("project_name", name)
 
 
-def check_slug(slug: str):
+def check_slug(slug: str, cloud: str):
     if slug == EMPTY_SLUG:
         return (
             "project_name has no letters or digits to make project_slug "
             "from: use some in the name, or set project_slug."
         )
-    if len(slug) > MAX_NAME:
+    # A target with a tighter limit names its own (check_slug_on_cloud):
+    # two different maxima for one slug would only confuse.
+    if len(slug) > MAX_NAME and cloud not in LONGEST_SLUG_ON:
         return (
             f"project_slug {slug[:20]!r}... is too long: use at most "
             f"{MAX_NAME} characters."
@@ -178,9 +180,9 @@ def check_python(version: str):
 def check_accelerator_on_cloud(accelerator: str, cloud: str):
     if accelerator == "gpu" and cloud in NO_GPU_TARGETS:
         return (
-            f"{cloud} cannot run GPUs: choose accelerator=cpu, or a GPU "
-            "target: gcp-cloud-run, azure-container-apps, kubernetes or "
-            "none."
+            f"{cloud} cannot run GPUs: choose accelerator=cpu, or a target "
+            "that can: gcp-cloud-run, azure-container-apps or kubernetes "
+            "(or none, to deploy the image yourself)."
         )
     return None
 
@@ -216,7 +218,7 @@ def check_git(init_git: bool):
 def problems(answers: dict) -> list[str]:
     found = [
         check_project_name(answers["project_name"]),
-        check_slug(answers["project_slug"]),
+        check_slug(answers["project_slug"], answers["cloud"]),
         check_package_name(answers["package_name"]),
         check_version(answers["version"]),
         check_email(answers["author_email"]),

@@ -136,8 +136,9 @@ def bake(cookies):
 
 @pytest.fixture(scope="session")
 def deep_env(tmp_path_factory):
-    """One virtualenv for the deep layer, made by a default project's own
-    `make install-dev` (torch from this machine's wheel, TORCH_PIP_ARGS=).
+    """One virtualenv for the deep layer, made by the own `make install-dev`
+    of a default CPU project, then of a GPU one (its locks add torchao); torch
+    from this machine's wheel (TORCH_PIP_ARGS=).
 
     The deep layer runs on two xdist workers: the first one in makes the
     virtualenv under a file lock, the other finds it made for the same

@@ -47,6 +47,12 @@ BAD_ANSWERS = [
     pytest.param({"version": "1.0 beta"}, "PEP 440", id="version-space"),
     pytest.param({"author_email": "nobody"}, "email", id="email"),
     pytest.param({"description": "two\nlines"}, "one line", id="multiline"),
+    pytest.param(
+        {"project_name": "  "}, "project_name is empty", id="name-blank"
+    ),
+    pytest.param(
+        {"author_name": "a" * 201}, "at most 200 characters", id="text-long"
+    ),
 ]
 
 
@@ -58,8 +64,10 @@ def assert_refused(tmp_path, capfd, answers, expected_words):
             extra_context=answers,
             output_dir=str(tmp_path),
         )
-    assert expected_words in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert expected_words in err
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+    return err
 
 
 @pytest.mark.parametrize("answers, words", BAD_ANSWERS)
@@ -74,6 +82,17 @@ def test_unsupported_combinations_name_the_alternative(
     tmp_path, capfd, answers, words
 ):
     assert_refused(tmp_path, capfd, answers, words)
+
+
+def test_a_slug_too_long_for_its_target_is_given_one_limit(tmp_path, capfd):
+    answers = {
+        "cloud": "gcp-cloud-run",
+        "project_slug": "a" * 40,
+        "package_name": "iris_classifier",
+    }
+    err = assert_refused(tmp_path, capfd, answers, "at most 22")
+    assert "at most 36" not in err
+    assert err.count("ERROR:") == 1
 
 
 def test_an_unknown_choice_is_refused_before_generation(cookies):
