@@ -136,8 +136,8 @@ def bake(cookies):
 
 @pytest.fixture(scope="session")
 def deep_env(tmp_path_factory):
-    """One virtualenv for the deep layer, made by the own `make install-dev`
-    of a default CPU project, then of a GPU one (its locks add torchao); torch
+    """One virtualenv for the deep layer, made by `make install-dev` of a
+    default CPU project, then of a GPU one (whose locks add torchao); torch
     from this machine's wheel (TORCH_PIP_ARGS=).
 
     The deep layer runs on two xdist workers: the first one in makes the
