@@ -5,15 +5,14 @@ import re
 from .conftest import TEMPLATE
 
 README = (TEMPLATE / "README.md").read_text()
-COMMANDS = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)
+GENERATE, TEST = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)[:2]
 
 
 def test_ci_runs_exactly_the_readme_test_command():
-    generate, test = COMMANDS[:2]
     ci_lines = (TEMPLATE / ".ci/run").read_text().splitlines()
     commands = [line for line in ci_lines if line and line[0] not in "# "]
-    assert test.strip() == "make test"
-    assert commands[-1] == test.strip()
+    assert TEST.strip() == "make test"
+    assert commands[-1] == TEST.strip()
 
 
 def test_the_generate_command_uses_the_tested_cookiecutter():
@@ -22,5 +21,5 @@ def test_the_generate_command_uses_the_tested_cookiecutter():
         (TEMPLATE / "requirements-test.txt").read_text(),
         re.MULTILINE,
     )
-    assert f"pip install cookiecutter=={pinned[1]} " in COMMANDS[0]
-    assert "cookiecutter --no-input" in COMMANDS[0]
+    assert f"pip install cookiecutter=={pinned[1]} " in GENERATE
+    assert "cookiecutter --no-input" in GENERATE

@@ -297,7 +297,10 @@ def test_two_workers_add_up_to_every_request(two_workers):
     # The kernel hands each connection to whichever worker accepts first, and
     # now and then one worker takes a whole round: send rounds (of distinct
     # items) until both drift windows hold some.
-    per_round, most_rounds = 60, 8  # within the drift window (1000)
+    per_round, most_rounds = 60, 8
+    drift = json.loads(get(f"{url}/monitoring/drift")[1])
+    # All rounds must fit one window, or the sum below could fall short.
+    assert per_round * most_rounds <= drift["window_capacity"], drift
     n = 0
     for _ in range(most_rounds):
         items = [
