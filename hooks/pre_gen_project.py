@@ -88,7 +88,8 @@ def check_slug(slug: str, cloud: str):
         )
     # A target with a tighter limit names its own (check_slug_on_cloud):
     # two different maxima for one slug would only confuse.
-    if len(slug) > MAX_NAME and cloud not in LONGEST_SLUG_ON:
+    longest_on_cloud = LONGEST_SLUG_ON.get(cloud, (MAX_NAME,))[0]
+    if len(slug) > MAX_NAME and longest_on_cloud >= MAX_NAME:
         return (
             f"project_slug {slug[:20]!r}... is too long: use at most "
             f"{MAX_NAME} characters."
