@@ -21,6 +21,7 @@ import torch
 from {{ cookiecutter.package_name }} import settings as settings_module
 from {{ cookiecutter.package_name }} import soak
 from {{ cookiecutter.package_name }}.gunicorn_conf import graceful_timeout
+from {{ cookiecutter.package_name }}.local_server import free_port
 from {{ cookiecutter.package_name }}.soak import (
     HOST,
     Server,
@@ -113,6 +114,10 @@ async def release(held: list) -> list:
     return await asyncio.wait_for(
         asyncio.gather(*(answer(*request) for request in held)), 30
     )
+
+
+def test_free_port_never_hands_out_a_port_twice():
+    assert len({free_port() for _ in range(1000)}) == 1000
 
 
 def test_sigterm_finishes_requests_in_flight_then_exits_0(server):

@@ -14,10 +14,21 @@ APP = f"{PACKAGE}.api.main:create_app()"
 SRC = Path(__file__).resolve().parents[1]
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on yet, and never one handed out
+    before in this process. A port is only picked, not held, until the
+    server binds it, and the kernel can pick the same one again meanwhile:
+    five servers started side by side shared a port about once in 2,000."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def production_command(app: str = APP) -> list[str]:
