@@ -227,7 +227,10 @@ def wait_ready(url, process, seconds=90):
 
 def stop_process_group(process: subprocess.Popen) -> None:
     """SIGTERM the server's whole process group; SIGKILL after 30 s."""
-    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:  # all gone already
+        return
     try:
         process.wait(30)
     except subprocess.TimeoutExpired:
