@@ -213,16 +213,25 @@ def http(method, url, body=None, timeout=5):
         return response.status, json.loads(response.read())
 
 
-def wait_ready(url, process, seconds=90):
+def wait_ready(url, process, seconds=90, log_path=None):
+    """/ready's answer, once it says ready. A failure shows the output:
+    its stdout pipe, or the file at log_path (for a chatty process, which
+    would fill a pipe nobody reads)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"server exited early: {process.stdout.read()}")
+            output = tail(log_path) if log_path else process.stdout.read()
+            pytest.fail(f"server exited early: {output}")
         try:
             return http("GET", url + "/ready")
         except OSError:
             time.sleep(0.2)
-    pytest.fail("server not ready in time")
+    log = f":\n{tail(log_path)}" if log_path else ""
+    pytest.fail(f"server not ready in {seconds} s{log}")
+
+
+def tail(log_path) -> str:
+    return log_path.read_text(errors="replace")[-4000:]
 
 
 def stop_process_group(process: subprocess.Popen) -> None:

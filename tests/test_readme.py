@@ -4,11 +4,16 @@ first, run as written, gives a project that passes its tests and serves."""
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
-from .conftest import TEMPLATE, free_port, http, stop_process_group
+from .conftest import (
+    TEMPLATE,
+    free_port,
+    http,
+    stop_process_group,
+    wait_ready,
+)
 
 README = (TEMPLATE / "README.md").read_text()
 GENERATE, TEST = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)[:2]
@@ -39,13 +44,6 @@ def test_the_generate_command_uses_the_tested_cookiecutter():
     assert "cookiecutter --no-input" in GENERATE
 
 
-def serving(url: str) -> bool:
-    try:
-        return http("GET", f"{url}/ready")[0] == 200
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_the_generate_command_makes_a_project_that_passes_and_serves(tmp_path):
     """The README's first command as a user pastes it, in a folder of its
@@ -72,12 +70,8 @@ def test_the_generate_command_makes_a_project_that_passes_and_serves(tmp_path):
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SECONDS_TO_SERVE
-        while not serving(url):
-            failed = process.poll() is not None
-            if failed or time.monotonic() > deadline:
-                pytest.fail(f"not serving:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1)
+        status, _ = wait_ready(url, process, SECONDS_TO_SERVE, log_path)
+        assert status == 200
         status, answer = http("POST", f"{url}/predict", SETOSA)
         assert status == 200 and answer["label"] == "setosa"
     finally:
