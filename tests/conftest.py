@@ -199,9 +199,18 @@ def make(project, target, deep_env, *args, **kwargs):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port held in TIME_WAIT for the server about to bind it, as
+    the generated local_server.free_port does (see why there): the deep
+    layer runs projects' servers beside ours, each picking ports."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = listener.accept()
+            accepted.close()
+    return port
 
 
 def http(method, url, body=None, timeout=5):
