@@ -3,11 +3,11 @@ small wrapper around a baked project so each test reads as one sentence."""
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -198,19 +198,21 @@ def make(project, target, deep_env, *args, **kwargs):
     )  # fmt: skip
 
 
-def free_port() -> int:
-    """A loopback port held in TIME_WAIT for the server about to bind it, as
-    the generated local_server.free_port does (see why there): the deep
-    layer runs projects' servers beside ours, each picking ports."""
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        port = listener.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port)):
-            accepted, _ = listener.accept()
-            accepted.close()
-    return port
+def generated_module(relative_path: str):
+    """A module of the template's project that holds no Jinja, loaded from
+    the template itself: one copy of the code, not a twin to keep in step."""
+    path = TEMPLATE / "{{cookiecutter.project_slug}}" / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Ports held until the server binds them (see why there): the deep layer
+# runs the projects' servers beside ours.
+free_port = generated_module(
+    "src/{{cookiecutter.package_name}}/local_server.py"
+).free_port
 
 
 def http(method, url, body=None, timeout=5):
