@@ -29,17 +29,29 @@ needs_cuda = pytest.mark.skipif(
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_predictions_match_the_cpu(artifacts, dataset):
+@pytest.mark.parametrize("autocast_bf16", [False, True])
+def test_cuda_predictions_match_the_cpu(artifacts, dataset, autocast_bf16):
     _, _, x, _ = dataset
     rows = [tuple(map(float, r)) for r in x]
-    cpu = Predictor.load(make_settings(artifacts, device="cpu"))
-    gpu = Predictor.load(make_settings(artifacts, device="cuda"))
+    fp32 = dict(quantize_int8=False)  # int8 has its own test, below
+    cpu = Predictor.load(make_settings(artifacts, device="cpu", **fp32))
+    gpu = Predictor.load(
+        make_settings(
+            artifacts, device="cuda", autocast_bf16=autocast_bf16, **fp32
+        )
+    )
     assert gpu.info()["device"].startswith("cuda") and "gpu" in gpu.info()
+    assert gpu.autocast is autocast_bf16
     on_cpu, on_gpu = cpu.predict_rows(rows), gpu.predict_rows(rows)
     agreement = sum(
         a["label"] == b["label"] for a, b in zip(on_cpu, on_gpu)
     ) / len(rows)
-    assert agreement >= 0.97  # bf16 autocast may flip a borderline row
+    assert agreement >= 0.97  # bf16 may flip a borderline row
+    if not autocast_bf16:  # fp32 on both: only the last bits differ
+        assert all(
+            abs(a["confidence"] - b["confidence"]) < 1e-5
+            for a, b in zip(on_cpu, on_gpu)
+        )
 
 
 @pytest.mark.gpu

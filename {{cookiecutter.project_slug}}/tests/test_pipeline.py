@@ -23,6 +23,7 @@ from {{ cookiecutter.package_name }}.predict import (
     clean,
     format_prediction,
     select_device,
+    served_model_path,
 )
 
 from .conftest import (
@@ -123,6 +124,23 @@ def test_a_gpu_is_used_when_there_is_one(monkeypatch, wanted):
     assert select_device(wanted).type == "cuda"
 
 
+@pytest.mark.parametrize(
+    "int8, device, served",
+    [
+        (False, "cpu", "model.pt"),
+        (False, "cuda", "model.pt"),
+        (True, "cpu", "model-int8.pt"),  # made by `make quantize`
+        (True, "cuda", "model.pt"),  # quantized by torchao at load
+    ],
+)
+def test_the_served_weights_file_follows_the_device(
+    artifacts, int8, device, served
+):
+    settings = make_settings(artifacts, quantize_int8=int8)
+    path = served_model_path(settings, torch.device(device))
+    assert path == artifacts / served
+
+
 def test_torch_compile_is_left_off_on_the_cpu(artifacts):
     """TORCH_COMPILE pays on CUDA only; on the CPU it would add seconds of
     compiling to every start for a model this small."""
@@ -130,6 +148,12 @@ def test_torch_compile_is_left_off_on_the_cpu(artifacts):
         make_settings(artifacts, device="cpu", torch_compile=True)
     )
     assert type(predictor.model) is Classifier  # not an OptimizedModule
+
+
+def test_bf16_autocast_is_left_off_on_the_cpu(artifacts):
+    """AUTOCAST_BF16 applies on CUDA; on the CPU it would only add casts."""
+    settings = make_settings(artifacts, device="cpu", autocast_bf16=True)
+    assert Predictor.load(settings).autocast is False
 
 
 def test_loading_sets_the_torch_threads(artifacts):

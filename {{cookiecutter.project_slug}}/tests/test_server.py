@@ -22,6 +22,10 @@ from {{ cookiecutter.package_name }} import settings as settings_module
 from {{ cookiecutter.package_name }} import soak
 from {{ cookiecutter.package_name }}.gunicorn_conf import graceful_timeout
 from {{ cookiecutter.package_name }}.local_server import free_port
+from {{ cookiecutter.package_name }}.predict import (
+    select_device,
+    served_model_path,
+)
 from {{ cookiecutter.package_name }}.soak import (
     HOST,
     Server,
@@ -30,7 +34,7 @@ from {{ cookiecutter.package_name }}.soak import (
     read_reply,
 )
 
-from .conftest import data_ranges, make_settings
+from .conftest import data_ranges
 
 IN_FLIGHT = re.compile(r"^http_requests_in_flight (\S+)$", re.MULTILINE)
 HELD = 240  # requests in flight when SIGTERM arrives
@@ -228,7 +232,10 @@ def garbled(path):
 
 
 def model_file(artifacts):
-    return make_settings(artifacts).model_path
+    """The weights a server started on `artifacts` loads: on a GPU machine,
+    an int8 project's server reads model.pt (torchao quantizes it)."""
+    settings = settings_module.Settings(artifacts_dir=artifacts)  # as served
+    return served_model_path(settings, select_device(settings.device))
 
 
 def drift_reference(artifacts):

@@ -114,6 +114,14 @@ def quantize_for(model: torch.nn.Module, device: torch.device):
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def served_model_path(settings: Settings, device: torch.device) -> Path:
+    """The weights file the service loads: on the CPU, the int8 model comes
+    from `make quantize`; on CUDA, torchao quantizes model.pt at load."""
+    if settings.quantize_int8 and device.type == "cuda":
+        return settings.fp32_model_path
+    return settings.model_path
+
+
 def load_state(path: Path, made_by: str = "make train") -> dict:
     if not path.is_file():
         raise ModelLoadError(
@@ -147,6 +155,7 @@ class Predictor:
         device: torch.device,
         version: str,
         quantized: bool = False,
+        autocast_bf16: bool = False,
     ):
         self.model = model.eval()
         self.features = tuple(features)
@@ -155,8 +164,8 @@ class Predictor:
         self.version = version
         self.quantized = quantized
         self.encode = AnswerEncoder(self.classes)
-        # bf16 autocast pays on GPUs; on the CPU it only adds casts.
-        self.autocast = device.type == "cuda"
+        # CUDA only: on the CPU, bf16 autocast only adds casts.
+        self.autocast = autocast_bf16 and device.type == "cuda"
 
     @classmethod
     def load(cls, settings: Settings) -> "Predictor":
@@ -172,15 +181,10 @@ class Predictor:
             ) from error
         device = select_device(settings.device)
         model = Classifier(n_classes=len(classes), n_features=len(features))
-        # On the CPU the int8 weights come from `make quantize`; on CUDA,
-        # torchao quantizes the fp32 weights once they are on the device.
-        quantize_on_device = settings.quantize_int8 and device.type == "cuda"
-        path = settings.model_path
-        if quantize_on_device:
-            path = settings.fp32_model_path
-        elif settings.quantize_int8:
-            model = quantize_for(model, device)
+        path = served_model_path(settings, device)
         int8_file = path != settings.fp32_model_path
+        if int8_file:  # torch.ao's int8 layers, to take its int8 weights
+            model = quantize_for(model, device)
         state = load_state(
             path, "make quantize" if int8_file else "make train"
         )
@@ -192,13 +196,19 @@ class Predictor:
                 f"({str(error).splitlines()[0]}); retrain with `make train`."
             ) from error
         model = model.to(device)
-        if quantize_on_device:
+        if settings.quantize_int8 and not int8_file:  # torchao, on CUDA
             model = quantize_for(model, device)
         if settings.torch_compile and device.type == "cuda":
             model = torch.compile(model, dynamic=True)
         version = meta.get("version", "unknown")
         return cls(
-            model, features, classes, device, version, settings.quantize_int8
+            model,
+            features,
+            classes,
+            device,
+            version,
+            settings.quantize_int8,
+            settings.autocast_bf16,
         )
 
     @torch.inference_mode()
