@@ -417,6 +417,15 @@ def test_cloudformation_passes_cfn_lint(bake, answers):
     target_group = resources["TargetGroup"]["Properties"]
     assert target_group["HealthCheckPath"] == READINESS
     assert target_group["Port"] == PORT
+    # A DesiredCount would scale the service back to it on every release;
+    # the scalable target's minimum sets the floor instead.
+    assert "DesiredCount" not in resources["Service"]["Properties"]
+    (target,) = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget"
+    ]
+    assert target["MinCapacity"] == {"Ref": "MinTasks"}
 
 
 # Services CloudFormation's handlers call only for features the stack does
