@@ -249,7 +249,9 @@ def test_quantize_int8_picks_the_model_make_builds(bake, generated_with):
         assert ("quantize --artifacts" in plan) == builds_int8, (value, plan)
 
 
-@pytest.mark.parametrize("lost", ["preprocessing.json", "reference.csv"])
+@pytest.mark.parametrize(
+    "lost", ["model.pt", "preprocessing.json", "reference.csv"]
+)
 def test_make_trains_again_when_a_served_artifact_is_missing(bake, lost):
     project = bake()
     artifacts = project.path / "artifacts"

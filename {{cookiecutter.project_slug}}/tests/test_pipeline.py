@@ -194,8 +194,10 @@ def test_damaged_model_file_names_the_path(tmp_path, artifacts, damage):
         torch.save({"net.0.weight": torch.zeros(2, 2)}, settings.model_path)
     else:  # arbitrary objects are refused by weights_only=True
         torch.save({"payload": object()}, settings.model_path)
-    with pytest.raises(ModelLoadError, match=str(settings.model_path)):
+    with pytest.raises(ModelLoadError, match=str(settings.model_path)) as e:
         Predictor.load(settings)
+    # make goes by dates: the damaged file must go before it trains again.
+    assert f"`rm -f {settings.model_path} && make train`" in str(e.value)
 
 
 @pytest.mark.parametrize("key", ["features", "classes"])

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from {{ cookiecutter.package_name }}.predict import Predictor
-from {{ cookiecutter.package_name }}.quantize import throughput
+from {{ cookiecutter.package_name }}.quantize import main, throughput
 from {{ cookiecutter.package_name }}.train import (
     SEED,
     VALIDATION_SHARE,
@@ -109,3 +109,18 @@ def test_service_serves_the_int8_model_when_asked(artifacts, dataset):
     assert quantized_layers(int8) and not quantized_layers(fp32)
     agreement = share(zip(labels(fp32, rows), labels(int8, rows)))
     assert agreement >= MIN_AGREEMENT
+
+
+def test_quantize_says_in_one_line_that_the_model_is_damaged(
+    tmp_path, artifacts
+):
+    for name in ("preprocessing.json", "metrics.json"):
+        (tmp_path / name).write_text((artifacts / name).read_text())
+    model = (artifacts / "model.pt").read_bytes()
+    (tmp_path / "model.pt").write_bytes(model[: len(model) // 2])
+    with pytest.raises(SystemExit) as stopped:
+        main(["--artifacts", str(tmp_path)])
+    message = str(stopped.value)
+    assert f"`rm -f {tmp_path / 'model.pt'} && make train`" in message
+    assert "Traceback" not in message
+    assert not (tmp_path / "model-int8.pt").exists()

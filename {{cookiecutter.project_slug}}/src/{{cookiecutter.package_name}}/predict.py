@@ -122,6 +122,25 @@ def served_model_path(settings: Settings, device: torch.device) -> Path:
     return settings.model_path
 
 
+def make_again(path: Path, made_by: str = "make train") -> str:
+    """The fix for a damaged artifact: make goes by dates, and the damaged
+    file is newer than its sources, so it must go first."""
+    return f"`rm -f {path} && {made_by}` makes it again."
+
+
+def read_preprocessing(artifacts: Path) -> dict:
+    """preprocessing.json, with the features and classes it must name."""
+    path = artifacts / PREPROCESSING_FILE
+    try:
+        meta = json.loads(path.read_text())
+        meta["features"], meta["classes"]  # absent: KeyError, TypeError
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(
+            f"{path} is missing or malformed ({error}); " + make_again(path)
+        ) from error
+    return meta
+
+
 def load_state(path: Path, made_by: str = "make train") -> dict:
     if not path.is_file():
         raise ModelLoadError(
@@ -140,7 +159,7 @@ def load_state(path: Path, made_by: str = "make train") -> dict:
     except Exception as error:
         raise ModelLoadError(
             f"Model file {path} cannot be read ({error.__class__.__name__}: "
-            f"{error}); retrain with `make train`."
+            f"{error}); {make_again(path, made_by)}"
         ) from error
 
 
@@ -170,30 +189,22 @@ class Predictor:
     @classmethod
     def load(cls, settings: Settings) -> "Predictor":
         torch.set_num_threads(settings.torch_threads)
-        meta_path = settings.artifacts_dir / PREPROCESSING_FILE
-        try:
-            meta = json.loads(meta_path.read_text())
-            features, classes = meta["features"], meta["classes"]
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelLoadError(
-                f"{meta_path} is missing or malformed ({error}); "
-                "run `make train`."
-            ) from error
+        meta = read_preprocessing(settings.artifacts_dir)
+        features, classes = meta["features"], meta["classes"]
         device = select_device(settings.device)
         model = Classifier(n_classes=len(classes), n_features=len(features))
         path = served_model_path(settings, device)
         int8_file = path != settings.fp32_model_path
         if int8_file:  # torch.ao's int8 layers, to take its int8 weights
             model = quantize_for(model, device)
-        state = load_state(
-            path, "make quantize" if int8_file else "make train"
-        )
+        made_by = "make quantize" if int8_file else "make train"
+        state = load_state(path, made_by)
         try:
             model.load_state_dict(state)
         except Exception as error:  # any mismatch of keys or shapes
             raise ModelLoadError(
                 f"Model file {path} does not fit the model "
-                f"({str(error).splitlines()[0]}); retrain with `make train`."
+                f"({str(error).splitlines()[0]}); {make_again(path, made_by)}"
             ) from error
         model = model.to(device)
         if settings.quantize_int8 and not int8_file:  # torchao, on CUDA

@@ -15,14 +15,19 @@ import numpy as np
 import torch
 
 from .model import Classifier
-from .predict import PREPROCESSING_FILE, load_state, quantize_for
+from .predict import (
+    ModelLoadError,
+    load_state,
+    quantize_for,
+    read_preprocessing,
+)
 from .settings import get_settings
 from .timing import items_per_second
 from .train import SEED, VALIDATION_SHARE, load_dataset, stratified_split
 
 
 def load_fp32(artifacts: Path) -> Classifier:
-    meta = json.loads((artifacts / PREPROCESSING_FILE).read_text())
+    meta = read_preprocessing(artifacts)
     model = Classifier(len(meta["classes"]), len(meta["features"]))
     model.load_state_dict(load_state(artifacts / "model.pt"))
     return model.eval()
@@ -80,7 +85,10 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--data", type=Path, default=settings.data_path)
     args = parser.parse_args(argv)
-    figures = quantize_and_record(args.artifacts, args.data)
+    try:
+        figures = quantize_and_record(args.artifacts, args.data)
+    except ModelLoadError as error:  # one line, as the service says it
+        raise SystemExit(str(error)) from None
     for name in ("fp32", "int8"):
         f = figures[name]
         print(

@@ -69,7 +69,7 @@ def load_reference(path: Path):
     except (OSError, StopIteration) as error:
         raise FileNotFoundError(
             f"Drift reference {path} is missing or empty ({error}); "
-            "run `make train`."
+            f"`rm -f {path} && make train` makes it again."
         ) from error
     try:
         features = header[:-2]
@@ -80,7 +80,8 @@ def load_reference(path: Path):
             raise ValueError(f"not one row of {len(features)} features each")
     except (ValueError, IndexError) as error:  # empty, ragged, not numbers
         raise ValueError(
-            f"Drift reference {path} is malformed ({error}); run `make train`."
+            f"Drift reference {path} is malformed ({error}); "
+            f"`rm -f {path} && make train` makes it again."
         ) from None
     return features, inputs, labels, confidences
 
