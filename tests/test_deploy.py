@@ -241,8 +241,90 @@ def test_production_promotes_a_digest_and_never_builds(bake, answers):
     for job in production["jobs"].values():
         assert job["environment"] == "production"
     assert "sha256:[0-9a-f]{64}" in text  # a digest, not a moving tag
+    assert "sha-$GITHUB_SHA" not in text  # pushed before staging tests it
     smoke = scripts(production)
     assert READINESS in smoke and "/predict" in smoke
+
+
+# Production promotes only what a staging run tested: staging records the
+# digest once its smoke test passed, production reads that record.
+TESTED = "sha256:" + "ab" * 32
+FAKE_GH = """#!/bin/bash
+echo "$*" >> gh.calls
+case "$1 $2" in
+  "run list") cat runs 2>/dev/null || true ;;  # no runs: no output
+  "run download") echo "$TESTED" > digest ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_staging_records_the_digest_after_its_smoke_test(bake, answers):
+    staging = workflows(bake(**answers), ["staging.yml"])["staging.yml"]
+    (deploy,) = [j for j in staging["jobs"].values() if "environment" in j]
+    names = [
+        step.get("name", step.get("uses", "")) for step in deploy["steps"]
+    ]
+    smoke = names.index("Smoke test (/ready, one /predict)")
+    after_smoke = deploy["steps"][smoke + 1 :]
+    assert "needs.image.outputs.digest" in str(after_smoke)
+    assert after_smoke[-1]["uses"].startswith("actions/upload-artifact@")
+    assert after_smoke[-1]["with"]["name"] == "tested-digest"
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_production_promotes_only_a_digest_staging_tested(
+    bake, answers, tmp_path
+):
+    production = workflows(bake(**answers), ["production.yml"])
+    (job,) = production["production.yml"]["jobs"].values()
+    assert job["permissions"]["actions"] == "read"
+    (step,) = [
+        s for s in job["steps"] if s.get("name", "").startswith("The digest")
+    ]
+    script = re.sub(r"\$\{\{[^}]*\}\}", "x", step["run"])
+    (tmp_path / "gh").write_text(FAKE_GH)
+    (tmp_path / "gh").chmod(0o755)
+
+    def promote(digest: str = "", staged: bool = True):
+        for name in ("runs", "digest", "gh.calls", "out", "env", "summary"):
+            (tmp_path / name).unlink(missing_ok=True)
+        if staged:
+            (tmp_path / "runs").write_text("123\n")
+        env = {
+            "PATH": f"{tmp_path}:/usr/bin:/bin",
+            "DIGEST": digest,
+            "TESTED": TESTED,
+            "GITHUB_SHA": "c0ffee",
+            "GITHUB_REPOSITORY": "Org/App",
+            "GITHUB_OUTPUT": "out",
+            "GITHUB_ENV": "env",
+            "GITHUB_STEP_SUMMARY": "summary",
+            "APP": "app",
+            "REGISTRY": "registry",
+        }
+        return subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    done = promote()
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = (tmp_path / "gh.calls").read_text()
+    assert "--workflow staging.yml --commit c0ffee --status success" in calls
+    assert "run download 123 --name tested-digest" in calls
+    assert TESTED in (tmp_path / "summary").read_text()
+    # No staging run of the commit passed: refused, whatever the registry.
+    done = promote(staged=False)
+    assert done.returncode == 1 and "No staging run of c0ffee" in done.stdout
+    # A digest given by hand is taken as it is, once it is one.
+    done = promote(digest="sha256:" + "cd" * 32, staged=False)
+    assert done.returncode == 0 and not (tmp_path / "gh.calls").exists()
+    done = promote(digest="latest")
+    assert done.returncode == 1 and "not a sha256 digest" in done.stdout
 
 
 DEVICE_CHECK = re.compile(r"^grep -q .*ready\.json \\\n.*\}$", re.MULTILINE)
