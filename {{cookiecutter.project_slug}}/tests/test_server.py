@@ -285,7 +285,7 @@ def test_a_broken_artifact_stops_the_start_with_one_clear_line(
     assert len(naming_the_file) == 1, log
     assert "[ERROR] Cannot start: " in naming_the_file[0]
     # What to run; a damaged file goes first, as make goes by dates.
-    fix = "run `make train`" if damage == "missing" else f"`rm -f {path} &&"
+    fix = "run `make " if damage == "missing" else f"`rm -f {path} && make "
     assert fix in naming_the_file[0]
     assert "Traceback" not in log
 {%- if cookiecutter.accelerator != "gpu" %}
