@@ -389,6 +389,51 @@ def test_smoke_tests_post_the_documented_example(bake, answers, tmp_path):
         assert json.loads(done.stdout) == {"length_mm": 41.0}, name
 
 
+# The k8s smoke tests forward to a pod of the image just deployed: through
+# the Service, a pod of the old image still draining could answer.
+POD_OF_IMAGE = re.compile(r"jq -r --arg image \"\$IMAGE\" ('[^']+')")
+NEW, OLD = (
+    "ghcr.io/o/app@sha256:" + "1" * 64,
+    "ghcr.io/o/app@sha256:" + "0" * 64,
+)
+
+
+def pod(name: str, image: str, draining: bool = False) -> dict:
+    metadata = {"name": name}
+    if draining:
+        metadata["deletionTimestamp"] = "2026-11-26T20:00:00Z"
+    return {"metadata": metadata, "spec": {"containers": [{"image": image}]}}
+
+
+@pytest.mark.parametrize("answers", clouds("kubernetes"))
+def test_k8s_smoke_tests_reach_a_pod_of_the_deployed_image(
+    bake, answers, tmp_path
+):
+    project = bake(**answers)
+    cases = [
+        (
+            [pod("old", OLD, True), pod("gone", NEW, True), pod("new", NEW)],
+            "new",
+        ),
+        ([pod("old", OLD), pod("gone", NEW, True)], ""),
+    ]
+    for name, workflow in workflows(project).items():
+        smoke = scripts(workflow)
+        assert 'port-forward "pod/$pod"' in smoke, name
+        (program,) = POD_OF_IMAGE.findall(smoke)
+        for items, chosen in cases:
+            (tmp_path / "pods.json").write_text(json.dumps({"items": items}))
+            done = subprocess.run(
+                f'jq -r --arg image "{NEW}" {program} pods.json',
+                shell=True,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert done.stdout.strip() == chosen, (name, items)
+
+
 @pytest.mark.parametrize("answers", DEPLOYED)
 def test_readme_says_how_to_set_every_variable_the_workflows_read(
     bake, answers
