@@ -22,11 +22,12 @@ OIDC = {**READ, "id-token": "write"}
 ALLOWED_SCOPES = {
     "pr.yml": {None: READ, "check-and-test": READ},
     "staging.yml": {None: {}, "image": OIDC, "deploy": OIDC},
-    "production.yml": {None: {}, "promote": OIDC},
+    # promote reads, with gh, the digest a staging run tested (actions).
+    "production.yml": {None: {}, "promote": {**OIDC, "actions": "read"}},
 }
 # Kubernetes keeps its image in GHCR: the image job pushes it with the
-# token (packages: write), promote pulls it back (read); the cluster is
-# reached with the KUBE_CONFIG secret, not OIDC.
+# token (packages: write); the cluster is reached with the KUBE_CONFIG
+# secret, not OIDC.
 ALLOWED_SCOPES_ON = {
     "kubernetes": {
         "staging.yml": {
@@ -34,7 +35,7 @@ ALLOWED_SCOPES_ON = {
             "image": {**READ, "packages": "write"},
             "deploy": READ,
         },
-        "production.yml": {None: {}, "promote": {**READ, "packages": "read"}},
+        "production.yml": {None: {}, "promote": {**READ, "actions": "read"}},
     },
 }
 
