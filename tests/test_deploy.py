@@ -75,6 +75,18 @@ def scripts(workflow: dict) -> str:
     return "\n".join(step.get("run", "") for step in steps(workflow))
 
 
+def shell_output(command: str, cwd: Path) -> str:
+    """What a workflow's shell snippet prints; it must succeed."""
+    return subprocess.run(
+        command,
+        shell=True,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def tool(name: str) -> str:
     """A console script of the tests' environment (not always on PATH)."""
     beside_python = Path(sys.executable).parent / name
@@ -378,15 +390,8 @@ def test_smoke_tests_post_the_documented_example(bake, answers, tmp_path):
         smoke = scripts(workflow)
         assert "-d @example.json" in smoke, name
         (extract,) = EXAMPLE_OF.findall(smoke)
-        done = subprocess.run(
-            f"{extract} openapi.json",
-            shell=True,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert json.loads(done.stdout) == {"length_mm": 41.0}, name
+        example = shell_output(f"{extract} openapi.json", tmp_path)
+        assert json.loads(example) == {"length_mm": 41.0}, name
 
 
 # The k8s smoke tests forward to a pod of the image just deployed: through
@@ -423,15 +428,10 @@ def test_k8s_smoke_tests_reach_a_pod_of_the_deployed_image(
         (program,) = POD_OF_IMAGE.findall(smoke)
         for items, chosen in cases:
             (tmp_path / "pods.json").write_text(json.dumps({"items": items}))
-            done = subprocess.run(
-                f'jq -r --arg image "{NEW}" {program} pods.json',
-                shell=True,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                check=True,
+            picked = shell_output(
+                f'jq -r --arg image "{NEW}" {program} pods.json', tmp_path
             )
-            assert done.stdout.strip() == chosen, (name, items)
+            assert picked.strip() == chosen, (name, items)
 
 
 @pytest.mark.parametrize("answers", DEPLOYED)

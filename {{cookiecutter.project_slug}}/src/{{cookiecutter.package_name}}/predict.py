@@ -22,7 +22,7 @@ import torch
 from .api.schemas import tuple_reader
 from .json_rows import join_rows, member_keys, number_members, number_texts
 from .model import Classifier
-from .settings import Settings
+from .settings import Settings, make_again
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,6 @@ def served_model_path(settings: Settings, device: torch.device) -> Path:
     if settings.quantize_int8 and device.type == "cuda":
         return settings.fp32_model_path
     return settings.model_path
-
-
-def make_again(path: Path, made_by: str = "make train") -> str:
-    """The fix for a damaged artifact: make goes by dates, and the damaged
-    file is newer than its sources, so it must go first."""
-    return f"`rm -f {path} && {made_by}` makes it again."
 
 
 def read_preprocessing(artifacts: Path) -> dict:

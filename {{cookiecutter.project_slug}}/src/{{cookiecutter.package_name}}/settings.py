@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         return self.fp32_model_path
 
 
+def make_again(path: Path, made_by: str = "make train") -> str:
+    """The fix for a damaged artifact: make goes by dates, and the damaged
+    file is newer than its sources, so it must go first."""
+    return f"`rm -f {path} && {made_by}` makes it again."
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

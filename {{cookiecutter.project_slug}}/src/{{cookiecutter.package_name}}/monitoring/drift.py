@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 from prometheus_client import Gauge
 
+from ..settings import make_again
 from .prediction_log import PredictionLog
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def load_reference(path: Path):
     except (OSError, StopIteration) as error:
         raise FileNotFoundError(
             f"Drift reference {path} is missing or empty ({error}); "
-            f"`rm -f {path} && make train` makes it again."
+            + make_again(path)
         ) from error
     try:
         features = header[:-2]
@@ -81,7 +82,7 @@ def load_reference(path: Path):
     except (ValueError, IndexError) as error:  # empty, ragged, not numbers
         raise ValueError(
             f"Drift reference {path} is malformed ({error}); "
-            f"`rm -f {path} && make train` makes it again."
+            + make_again(path)
         ) from None
     return features, inputs, labels, confidences
 
