@@ -16,11 +16,17 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
+from scipy import stats
 
 from {{ cookiecutter.package_name }}.api.main import create_app
 from {{ cookiecutter.package_name }}.api.schemas import EXAMPLE, FEATURES
 from {{ cookiecutter.package_name }}.monitoring import report
-from {{ cookiecutter.package_name }}.monitoring.drift import DriftMonitor
+from {{ cookiecutter.package_name }}.monitoring.drift import (
+    DriftMonitor,
+    chi_square_p_value,
+    class_drift,
+    feature_drift,
+)
 from {{ cookiecutter.package_name }}.monitoring.prediction_log import (
     PredictionLog,
     log_files,
@@ -147,6 +153,48 @@ def test_a_shifted_feature_is_flagged_and_named(
     # Measured: half a standard deviation is caught in 100% of windows.
     assert np.mean(rates) >= 0.95
     assert answer["status"] == "drift" and answer["data_drift"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_ks_test_gives_scipys_statistic_and_p_value(seed):
+    """The numpy KS test against scipy's (asymptotic, two-sided): the same
+    statistic, and a p-value within 0.025 (within 0.002 below 0.05, where
+    drift is decided), on samples of the sizes the window takes, ties
+    included."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(10, 1000, size=2)
+    shift = rng.uniform(0, 0.5)
+    reference = rng.normal(size=sizes[0]).round(int(rng.integers(1, 4)))
+    recent = (rng.normal(size=sizes[1]) + shift).round(2)
+    ours = feature_drift(reference, recent, threshold=P_VALUE)
+    theirs = stats.ks_2samp(reference, recent, method="asymp")
+    assert ours["statistic"] == pytest.approx(theirs.statistic, abs=1e-12)
+    tolerance = 0.002 if theirs.pvalue < P_VALUE else 0.025
+    assert ours["p_value"] == pytest.approx(theirs.pvalue, abs=tolerance)
+
+
+@pytest.mark.parametrize("dof", range(1, 21))
+def test_chi_square_p_values_are_scipys(dof):
+    statistics = [0.0, 1e-3, 0.5, 1.0, 3.84, dof, 2.0 * dof, 50.0, 300.0]
+    for statistic in statistics:
+        assert chi_square_p_value(statistic, dof) == pytest.approx(
+            stats.chi2.sf(statistic, dof), rel=1e-9, abs=1e-300
+        )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_class_test_is_scipys_chi2_contingency(seed):
+    rng = np.random.default_rng(seed)
+    classes = ["a", "b", "c", "d"][: int(rng.integers(2, 5))]
+    reference = list(rng.choice(classes, size=int(rng.integers(30, 300))))
+    recent = list(rng.choice(classes, size=int(rng.integers(30, 1000))))
+    ours = class_drift(reference, recent, classes, threshold=P_VALUE)
+    counts = [[x.count(c) for c in classes] for x in (reference, recent)]
+    table = np.array(counts)
+    table = table[:, table.sum(axis=0) > 0]  # the classes either sample has
+    theirs = stats.chi2_contingency(table, correction=False)
+    assert ours["statistic"] == pytest.approx(theirs.statistic, rel=1e-12)
+    assert ours["p_value"] == pytest.approx(theirs.pvalue, rel=1e-9)
 
 
 def test_skewed_predicted_classes_are_prediction_drift(artifacts, population):
