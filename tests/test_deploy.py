@@ -434,6 +434,70 @@ def test_k8s_smoke_tests_reach_a_pod_of_the_deployed_image(
             assert picked.strip() == chosen, (name, items)
 
 
+# The Azure smoke tests wait for the revision just made to be ready, then
+# call it at its own address: the app's address still reaches the old
+# revision while a new one fails its probes.
+REVISION_WAIT = re.compile(
+    r"^ *for attempt in .*?^ *fqdn=\$\(jq [^\n]*$", re.MULTILINE | re.DOTALL
+)
+FAKE_AZ = """#!/bin/bash
+# Answers `az containerapp show` with the next of the app states given.
+n=$(cat calls 2>/dev/null || echo 0); echo $((n + 1)) > calls
+states=(${STATES})
+cat "${states[$(( n < ${#states[@]} - 1 ? n : ${#states[@]} - 1 ))]}"
+"""
+
+
+def container_app(latest: str, ready: str) -> dict:
+    return {
+        "properties": {
+            "latestRevisionName": latest,
+            "latestReadyRevisionName": ready,
+            "latestRevisionFqdn": f"app--{latest}.example.io",
+            "configuration": {"ingress": {"fqdn": "app.example.io"}},
+        }
+    }
+
+
+@pytest.mark.parametrize("answers", clouds("azure-container-apps"))
+def test_azure_smoke_tests_reach_the_new_revision_once_ready(
+    bake, answers, tmp_path
+):
+    project = bake(**answers)
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    (fakes / "az").write_text(FAKE_AZ)
+    (fakes / "sleep").write_text("#!/bin/sh\n")
+    for fake in fakes.iterdir():
+        fake.chmod(0o755)
+    for state, (latest, ready) in {
+        "starting": ("r2", "r1"),
+        "ready": ("r2", "r2"),
+    }.items():
+        (tmp_path / f"{state}.json").write_text(
+            json.dumps(container_app(latest, ready))
+        )
+    cases = [  # app states in turn, exit code, what it prints
+        ("starting.json starting.json ready.json", 0, "app--r2.example.io"),
+        ("starting.json", 1, "Revision r2 was not ready in 5 minutes."),
+    ]
+    for name, workflow in workflows(project).items():
+        (wait,) = REVISION_WAIT.findall(scripts(workflow))
+        for states, exit_code, printed in cases:
+            (tmp_path / "calls").unlink(missing_ok=True)
+            done = subprocess.run(
+                ["bash", "-e", "-c", wait + '\necho "$fqdn"'],
+                cwd=tmp_path,
+                env={"STATES": states, "PATH": f"{fakes}:/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == exit_code, (name, states, done.stderr)
+            assert printed in done.stdout, (name, states, done.stdout)
+            calls = int((tmp_path / "calls").read_text())
+            assert calls == (3 if exit_code == 0 else 30), (name, states)
+
+
 @pytest.mark.parametrize("answers", DEPLOYED)
 def test_readme_says_how_to_set_every_variable_the_workflows_read(
     bake, answers
