@@ -8,6 +8,8 @@ of the time at p=0.05), shifted ones almost always.
 import asyncio
 import csv
 import os
+import subprocess
+import sys
 
 import numpy as np
 import orjson
@@ -195,6 +197,43 @@ def test_the_class_test_is_scipys_chi2_contingency(seed):
     theirs = stats.chi2_contingency(table, correction=False)
     assert ours["statistic"] == pytest.approx(theirs.statistic, rel=1e-12)
     assert ours["p_value"] == pytest.approx(theirs.pvalue, rel=1e-9)
+
+
+SERVE_AND_COMPUTE_DRIFT = """
+import sys
+from fastapi.testclient import TestClient
+from PACKAGE.api.main import create_app
+from PACKAGE.api.schemas import EXAMPLE
+with TestClient(create_app()) as client:
+    for _ in range(30):
+        client.post("/predict", json=EXAMPLE)
+    report = client.get("/monitoring/drift").json()
+print(report["status"], "scipy" in sys.modules)
+"""
+
+
+def test_the_service_computes_drift_without_importing_scipy(artifacts):
+    """scipy is a development dependency: the image does not have it."""
+    package = create_app.__module__.split(".")[0]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SERVE_AND_COMPUTE_DRIFT.replace("PACKAGE", package),
+        ],
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            "ARTIFACTS_DIR": str(artifacts),
+            "DRIFT_MIN_SAMPLES": "20",
+            "LOG_LEVEL": "warning",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["drift", "False"]
 
 
 def test_skewed_predicted_classes_are_prediction_drift(artifacts, population):
