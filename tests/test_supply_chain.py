@@ -21,7 +21,7 @@ READ = {"contents": "read"}
 OIDC = {**READ, "id-token": "write"}
 ALLOWED_SCOPES = {
     "pr.yml": {None: READ, "check-and-test": READ},
-    "staging.yml": {None: {}, "image": OIDC, "deploy": OIDC},
+    "staging.yml": {None: {}, "test": READ, "image": OIDC, "deploy": OIDC},
     # promote reads, with gh, the digest a staging run tested (actions).
     "production.yml": {None: {}, "promote": {**OIDC, "actions": "read"}},
 }
@@ -32,6 +32,7 @@ ALLOWED_SCOPES_ON = {
     "kubernetes": {
         "staging.yml": {
             None: {},
+            "test": READ,
             "image": {**READ, "packages": "write"},
             "deploy": READ,
         },
