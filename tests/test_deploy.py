@@ -504,6 +504,108 @@ def test_azure_smoke_tests_reach_the_new_revision_once_ready(
             assert calls == (3 if exit_code == 0 else 30), (name, states)
 
 
+# Production rolls back a release that fails its deploy or smoke test: a
+# step before the deploy records what serves now, a step after the smoke
+# test (on failure only) brings it back.
+CLOUD_CLI = {
+    "kubernetes": "kubectl",
+    "gcp-cloud-run": "gcloud",
+    "azure-container-apps": "az",
+    "aws-ecs-fargate": "aws",
+}
+RELEASE_BEFORE = {  # what the CLI answers, and the release read from it
+    "kubernetes": ("7", "7"),
+    "gcp-cloud-run": (
+        json.dumps(
+            {
+                "status": {
+                    "traffic": [
+                        {"revisionName": "app-00002", "percent": 0},
+                        {"revisionName": "app-00001", "percent": 90},
+                        {"revisionName": "app-00003", "percent": 10},
+                    ]
+                }
+            }
+        ),
+        "app-00001",
+    ),
+    "azure-container-apps": ("app--rev1", "app--rev1"),
+    "aws-ecs-fargate": (OLD, OLD),
+}
+FAKE_CLI = """#!/bin/bash
+echo "$*" >> calls.log
+[ -z "$FAKE_FAILS" ] || exit 1
+printf '%s\\n' "$FAKE_ANSWER"
+"""
+
+
+def step_named(workflow: dict, start: str) -> dict:
+    (step,) = [
+        s for s in steps(workflow) if s.get("name", "").startswith(start)
+    ]
+    return step
+
+
+def run_step(step: dict, cli: str, tmp_path: Path, **env: str):
+    (tmp_path / "calls.log").unlink(missing_ok=True)
+    (tmp_path / "output").write_text("")
+    fakes = tmp_path / "bin"
+    fakes.mkdir(exist_ok=True)
+    (fakes / cli).write_text(FAKE_CLI)
+    (fakes / cli).chmod(0o755)
+    done = subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=tmp_path,
+        env={
+            "PATH": f"{fakes}:/usr/bin:/bin",
+            "GITHUB_OUTPUT": str(tmp_path / "output"),
+            "APP": "app",
+            "NAMESPACE": "prod",
+            "RESOURCE_GROUP": "rg",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+    )
+    calls = tmp_path / "calls.log"
+    return done, calls.read_text() if calls.exists() else ""
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_production_rolls_back_a_release_that_fails(bake, answers, tmp_path):
+    project = bake(**answers)
+    cli = CLOUD_CLI[answers["cloud"]]
+    answer, release = RELEASE_BEFORE[answers["cloud"]]
+    production = workflows(project, ["production.yml"])["production.yml"]
+    names = [step.get("id", step.get("name")) for step in steps(production)]
+    previous = step_named(production, "The release production")
+    rollback = step_named(production, "Roll back")
+    smoke = step_named(production, "Smoke test")
+    assert previous["id"] == "previous" and "deploy" in names
+    order = [names.index(n) for n in ("previous", "deploy")]
+    order += [names.index(s["name"]) for s in (smoke, rollback)]
+    assert order == sorted(order), names
+    assert rollback["if"] == "failure() && steps.deploy.outcome != 'skipped'"
+    assert "steps.previous.outputs.release" in rollback["env"]["PREVIOUS"]
+
+    # What serves now, and nothing on the first release (no service yet).
+    done, _ = run_step(previous, cli, tmp_path, FAKE_ANSWER=answer)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "output").read_text() == f"release={release}\n"
+    done, _ = run_step(previous, cli, tmp_path, FAKE_FAILS="1")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "output").read_text() == "release=\n"
+
+    # The rollback brings it back; with nothing before, it only warns.
+    done, calls = run_step(rollback, cli, tmp_path, PREVIOUS=release)
+    assert done.returncode == 0, done.stderr
+    assert release in calls
+    assert f"::error::Rolled back to {release}." in done.stdout
+    done, calls = run_step(rollback, cli, tmp_path, PREVIOUS="")
+    assert done.returncode == 0 and calls == ""
+    assert "::warning::" in done.stdout
+
+
 @pytest.mark.parametrize("answers", DEPLOYED)
 def test_readme_says_how_to_set_every_variable_the_workflows_read(
     bake, answers
