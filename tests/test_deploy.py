@@ -9,6 +9,7 @@ import subprocess
 import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
@@ -85,6 +86,25 @@ def shell_output(command: str, cwd: Path) -> str:
         text=True,
         check=True,
     ).stdout
+
+
+def run_with_fakes(
+    script: str, cwd: Path, fakes: dict[str, str], **env: str
+) -> subprocess.CompletedProcess:
+    """A workflow or README snippet run by bash -e, with fake commands (name:
+    script) first on PATH and only `env` in the environment."""
+    folder = cwd / "bin"
+    folder.mkdir(exist_ok=True)
+    for name, fake in fakes.items():
+        (folder / name).write_text(fake)
+        (folder / name).chmod(0o755)
+    return subprocess.run(
+        ["bash", "-e", "-c", script],
+        cwd=cwd,
+        env={"PATH": f"{folder}:/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+    )
 
 
 def tool(name: str) -> str:
@@ -470,12 +490,7 @@ def test_azure_smoke_tests_reach_the_new_revision_once_ready(
     bake, answers, tmp_path
 ):
     project = bake(**answers)
-    fakes = tmp_path / "bin"
-    fakes.mkdir()
-    (fakes / "az").write_text(FAKE_AZ)
-    (fakes / "sleep").write_text("#!/bin/sh\n")
-    for fake in fakes.iterdir():
-        fake.chmod(0o755)
+    fakes = {"az": FAKE_AZ, "sleep": "#!/bin/sh\n"}
     for state, (latest, ready) in {
         "starting": ("r2", "r1"),
         "ready": ("r2", "r2"),
@@ -491,13 +506,8 @@ def test_azure_smoke_tests_reach_the_new_revision_once_ready(
         (wait,) = REVISION_WAIT.findall(scripts(workflow))
         for states, exit_code, printed in cases:
             (tmp_path / "calls").unlink(missing_ok=True)
-            done = subprocess.run(
-                ["bash", "-e", "-c", wait + '\necho "$fqdn"'],
-                cwd=tmp_path,
-                env={"STATES": states, "PATH": f"{fakes}:/usr/bin:/bin"},
-                capture_output=True,
-                text=True,
-            )
+            script = wait + '\necho "$fqdn"'
+            done = run_with_fakes(script, tmp_path, fakes, STATES=states)
             assert done.returncode == exit_code, (name, states, done.stderr)
             assert printed in done.stdout, (name, states, done.stdout)
             calls = int((tmp_path / "calls").read_text())
@@ -547,25 +557,18 @@ def step_named(workflow: dict, start: str) -> dict:
 
 
 def run_step(step: dict, cli: str, tmp_path: Path, **env: str):
+    """The step's script with a fake `cli`: its result and the calls made."""
     (tmp_path / "calls.log").unlink(missing_ok=True)
     (tmp_path / "output").write_text("")
-    fakes = tmp_path / "bin"
-    fakes.mkdir(exist_ok=True)
-    (fakes / cli).write_text(FAKE_CLI)
-    (fakes / cli).chmod(0o755)
-    done = subprocess.run(
-        ["bash", "-e", "-c", step["run"]],
-        cwd=tmp_path,
-        env={
-            "PATH": f"{fakes}:/usr/bin:/bin",
-            "GITHUB_OUTPUT": str(tmp_path / "output"),
-            "APP": "app",
-            "NAMESPACE": "prod",
-            "RESOURCE_GROUP": "rg",
-            **env,
-        },
-        capture_output=True,
-        text=True,
+    done = run_with_fakes(
+        step["run"],
+        tmp_path,
+        {cli: FAKE_CLI},
+        GITHUB_OUTPUT=str(tmp_path / "output"),
+        APP="app",
+        NAMESPACE="prod",
+        RESOURCE_GROUP="rg",
+        **env,
     )
     calls = tmp_path / "calls.log"
     return done, calls.read_text() if calls.exists() else ""
@@ -604,6 +607,93 @@ def test_production_rolls_back_a_release_that_fails(bake, answers, tmp_path):
     done, calls = run_step(rollback, cli, tmp_path, PREVIOUS="")
     assert done.returncode == 0 and calls == ""
     assert "::warning::" in done.stdout
+
+
+# The README's commands for the GitHub environments, run against a fake gh:
+# only main may deploy to staging; main and release tags v* to production,
+# which also needs a reviewer.
+FAKE_GH_API = """#!/bin/bash
+echo "$*" >> calls.log
+case "$*" in
+  "repo view"*) echo owner/repo ;;
+  "api user"*) echo 42 ;;
+  *"--input -") environment=${4##*/}; cat > "$environment.json" ;;
+esac
+"""
+BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_only_main_and_release_tags_may_enter_the_environments(
+    bake, answers, tmp_path
+):
+    project = bake(**answers)
+    readme = project.read(f"deploy/{answers['cloud']}/README.md")
+    (commands,) = [
+        block
+        for block in BASH_BLOCK.findall(readme)
+        if "deployment-branch-policies" in block
+    ]
+    done = run_with_fakes(commands, tmp_path, {"gh": FAKE_GH_API})
+    assert done.returncode == 0, done.stderr
+    only_ours = {"protected_branches": False, "custom_branch_policies": True}
+    staging = json.loads((tmp_path / "staging.json").read_text())
+    production = json.loads((tmp_path / "production.json").read_text())
+    assert staging == {"deployment_branch_policy": only_ours}
+    assert production["deployment_branch_policy"] == only_ours
+    assert production["reviewers"] == [{"type": "User", "id": 42}]
+    policies = sorted(
+        line.split("environments/")[1]
+        for line in (tmp_path / "calls.log").read_text().splitlines()
+        if "deployment-branch-policies" in line
+    )
+    assert policies == [
+        "production/deployment-branch-policies -f name=main -f type=branch",
+        "production/deployment-branch-policies -f name=v* -f type=tag",
+        "staging/deployment-branch-policies -f name=main -f type=branch",
+    ]
+
+
+FAKE_GCLOUD = """#!/usr/bin/env python3
+import json, sys
+with open("gcloud.log", "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+print("projects/1/locations/global/workloadIdentityPools/github")
+"""
+
+
+def cel_allows(condition: str, **assertion: str) -> bool:
+    """The provider's condition (CEL: ==, &&, in [...]) for one token."""
+    python = condition.replace("&&", " and ").replace("||", " or ")
+    return eval(python, {"assertion": SimpleNamespace(**assertion)})
+
+
+@pytest.mark.parametrize("answers", clouds("gcp-cloud-run"))
+def test_gcp_deployer_takes_main_and_the_environments_only(
+    bake, answers, tmp_path
+):
+    project = bake(**answers)
+    readme = project.read("deploy/gcp-cloud-run/README.md")
+    (setup,) = [b for b in BASH_BLOCK.findall(readme) if "create-oidc" in b]
+    fakes = {"gh": FAKE_GH_API, "gcloud": FAKE_GCLOUD}
+    done = run_with_fakes(setup, tmp_path, fakes)
+    assert done.returncode == 0, done.stderr
+    calls = map(json.loads, (tmp_path / "gcloud.log").read_text().splitlines())
+    (provider,) = [c for c in calls if "create-oidc" in c]
+    condition = provider[provider.index("--attribute-condition") + 1]
+    ours = "owner/repo"
+    for sub, allowed in {
+        "ref:refs/heads/main": True,
+        "environment:staging": True,
+        "environment:production": True,
+        "ref:refs/heads/feature": False,
+        "pull_request": False,
+        "environment:preview": False,
+    }.items():
+        token = {"repository": ours, "sub": f"repo:{ours}:{sub}"}
+        assert cel_allows(condition, **token) is allowed, sub
+    other = {"repository": "other/repo", "sub": "repo:other/repo:ref:x"}
+    assert not cel_allows(condition, **other)
 
 
 @pytest.mark.parametrize("answers", DEPLOYED)
