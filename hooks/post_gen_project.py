@@ -17,6 +17,7 @@ CLOUD_TARGETS = (
 )
 DEPLOY_WORKFLOWS = ("staging.yml", "production.yml")
 ANSWERS_FILE = ".cookiecutter.json"
+PUSH_TO_MAIN = "  push:\n    branches: [main]\n"
 
 
 def keep_cloud_target(project: Path, cloud: str) -> None:
@@ -33,6 +34,15 @@ def keep_cloud_target(project: Path, cloud: str) -> None:
     for workflow in DEPLOY_WORKFLOWS:
         shutil.move(workflows / workflow, live / workflow)
     workflows.rmdir()
+
+
+def retest_main_on_push(project: Path) -> None:
+    """With no deploy target, no staging run tests main after a merge: pr.yml
+    does, on every push to main (with one, staging.yml calls pr.yml)."""
+    pr = project / ".github/workflows/pr.yml"
+    text = pr.read_text()
+    if PUSH_TO_MAIN not in text:  # `cookiecutter -f` over a project
+        pr.write_text(text.replace("on:\n", "on:\n" + PUSH_TO_MAIN, 1))
 
 
 def use_lock_files_for(project: Path, accelerator: str) -> None:
@@ -66,6 +76,8 @@ def main() -> None:
     answers = json.loads(r"""{{ cookiecutter | tojson }}""")
     project = Path.cwd()
     keep_cloud_target(project, answers["cloud"])
+    if answers["cloud"] == "none":
+        retest_main_on_push(project)
     use_lock_files_for(project, answers["accelerator"])
     write_answers(project, answers)
     if answers["init_git"]:

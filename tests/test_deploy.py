@@ -266,6 +266,20 @@ def test_staging_builds_once_deploys_and_smoke_tests(bake, answers):
     assert READINESS in smoke and "/predict" in smoke
 
 
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_main_is_tested_after_every_merge(bake, answers):
+    """By staging.yml's call of pr.yml, or, with no deploy target, by pr.yml
+    on every push to main (never both: the same tests twice)."""
+    project = bake(**answers)
+    (pr,) = project.yaml(f"{WORKFLOWS}/pr.yml")
+    trigger = workflow_trigger(pr)
+    assert {"pull_request", "merge_group", "workflow_call"} <= set(trigger)
+    if answers["cloud"] == "none":
+        assert trigger["push"] == {"branches": ["main"]}
+    else:
+        assert "push" not in trigger
+
+
 @pytest.mark.parametrize("answers", DEPLOYED)
 def test_production_promotes_a_digest_and_never_builds(bake, answers):
     project = bake(**answers)

@@ -2,6 +2,7 @@
 have unit tests of their own."""
 
 import pytest
+import yaml
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
@@ -160,6 +161,20 @@ def test_regenerating_without_a_target_drops_the_old_ones_workflows(
     assert not (tmp_path / "deploy/gcp-cloud-run").exists()
     workflows = [p.name for p in (tmp_path / ".github/workflows").iterdir()]
     assert workflows == ["pr.yml"]
+
+
+def test_without_a_target_pr_yml_tests_main_on_push(tmp_path):
+    workflows = tmp_path / ".github/workflows"
+    workflows.mkdir(parents=True)
+    pr = workflows / "pr.yml"
+    pr.write_text("name: pr\n\non:\n  pull_request:\n\njobs: {}\n")
+    for _ in range(2):  # generated, then regenerated over itself (-f)
+        post_gen_project.retest_main_on_push(tmp_path)
+        trigger = yaml.safe_load(pr.read_text())[True]
+        assert trigger == {
+            "push": {"branches": ["main"]},
+            "pull_request": None,
+        }
 
 
 @pytest.mark.parametrize(
