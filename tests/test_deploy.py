@@ -401,13 +401,7 @@ def test_smoke_tests_fail_on_a_service_that_runs_on_another_device(
         (check,) = DEVICE_CHECK.findall(scripts(workflow))
         for device, exit_code in ((wanted, 0), (other, 1)):
             (tmp_path / "ready.json").write_text(ready_answer(device))
-            done = subprocess.run(
-                ["bash", "-e", "-c", check],
-                cwd=tmp_path,
-                env={"DEVICE": wanted, "PATH": "/usr/bin:/bin"},
-                capture_output=True,
-                text=True,
-            )
+            done = run_with_fakes(check, tmp_path, {}, DEVICE=wanted)
             assert done.returncode == exit_code, (name, device, done.stdout)
 
 
