@@ -7,7 +7,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from fnmatch import fnmatchcase
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,11 +24,16 @@ LIVENESS, READINESS = "/health", "/ready"
 KUBERNETES_VERSION = "1.30.0"  # the oldest cluster the manifests target
 
 TARGET_FILES = {
-    "gcp-cloud-run": {"README.md", "service.yaml"},
-    "aws-ecs-fargate": {"README.md", "cloudformation.yml"},
-    "azure-container-apps": {"README.md", "containerapp.yaml"},
+    "gcp-cloud-run": {"README.md", "service.yaml", "smoke-test.sh"},
+    "aws-ecs-fargate": {"README.md", "cloudformation.yml", "smoke-test.sh"},
+    "azure-container-apps": {
+        "README.md",
+        "containerapp.yaml",
+        "smoke-test.sh",
+    },
     "kubernetes": {
         "README.md",
+        "smoke-test.sh",
         "kustomization.yaml",
         "deployment.yaml",
         "service.yaml",
@@ -70,22 +78,6 @@ def workflows(project, names=DEPLOY_WORKFLOWS):
 def steps(workflow: dict):
     for job in workflow["jobs"].values():
         yield from job.get("steps", [])  # none in a call of pr.yml
-
-
-def scripts(workflow: dict) -> str:
-    return "\n".join(step.get("run", "") for step in steps(workflow))
-
-
-def shell_output(command: str, cwd: Path) -> str:
-    """What a workflow's shell snippet prints; it must succeed."""
-    return subprocess.run(
-        command,
-        shell=True,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
 
 
 def run_with_fakes(
@@ -262,8 +254,6 @@ def test_staging_builds_once_deploys_and_smoke_tests(bake, answers):
     assert "digest" in image_job["outputs"]
     deploy = [j for j in staging["jobs"].values() if "environment" in j]
     assert [j["environment"] for j in deploy] == ["staging"]
-    smoke = scripts(staging)
-    assert READINESS in smoke and "/predict" in smoke
 
 
 @pytest.mark.parametrize("answers", SUPPORTED)
@@ -294,8 +284,6 @@ def test_production_promotes_a_digest_and_never_builds(bake, answers):
         assert job["environment"] == "production"
     assert "sha256:[0-9a-f]{64}" in text  # a digest, not a moving tag
     assert "sha-$GITHUB_SHA" not in text  # pushed before staging tests it
-    smoke = scripts(production)
-    assert READINESS in smoke and "/predict" in smoke
 
 
 # Production promotes only what a staging run tested: staging records the
@@ -379,36 +367,14 @@ def test_production_promotes_only_a_digest_staging_tested(
     assert done.returncode == 1 and "not a sha256 digest" in done.stdout
 
 
-DEVICE_CHECK = re.compile(r"^grep -q .*ready\.json \\\n.*\}$", re.MULTILINE)
-
-
 def ready_answer(device: str) -> str:
     return json.dumps(
         {"ready": True, "version": "0.1.0", "device": device}, separators=",:"
     )
 
 
-@pytest.mark.parametrize("answers", DEPLOYED)
-def test_smoke_tests_fail_on_a_service_that_runs_on_another_device(
-    bake, answers, tmp_path
-):
-    # A GPU service that fell back to the CPU answers /ready all the same.
-    project = bake(**answers)
-    wanted = "cuda" if answers["accelerator"] == "gpu" else "cpu"
-    other = {"cuda": "cpu", "cpu": "cuda"}[wanted]
-    for name, workflow in workflows(project).items():
-        assert workflow["env"]["DEVICE"] == wanted, name
-        (check,) = DEVICE_CHECK.findall(scripts(workflow))
-        for device, exit_code in ((wanted, 0), (other, 1)):
-            (tmp_path / "ready.json").write_text(ready_answer(device))
-            done = run_with_fakes(check, tmp_path, {}, DEVICE=wanted)
-            assert done.returncode == exit_code, (name, device, done.stdout)
-
-
-# The smoke test posts the example the release documents, whatever the
-# project's features are (the project's test_api checks the same path in
-# its /openapi.json).
-EXAMPLE_OF = re.compile(r"\| (jq -c '[^']+') > example\.json$", re.MULTILINE)
+# A project's documented example, whatever its features (the project's
+# test_api checks the same path in its /openapi.json).
 OPENAPI = {
     "components": {
         "schemas": {"Item": {"examples": [{"length_mm": 41.0}], "type": "x"}}
@@ -416,25 +382,187 @@ OPENAPI = {
 }
 
 
+# Every deploy smoke-tests what it deployed: the step runs the target's
+# deploy/<target>/smoke-test.sh, which finds the release's address and runs
+# the checks all targets share, deploy/smoke-test.sh.
+SMOKE_STEP = "Smoke test (/ready, one /predict)"
+SMOKE_ARGUMENTS = {  # what each target's script is given
+    "kubernetes": "{environment}-ns app image@sha256:1 {device}",
+    "gcp-cloud-run": "{service} {device}",
+    "aws-ecs-fargate": "{service} {device}",
+    "azure-container-apps": "rg {service} {device}",
+}
+
+
 @pytest.mark.parametrize("answers", DEPLOYED)
-def test_smoke_tests_post_the_documented_example(bake, answers, tmp_path):
+def test_each_deploy_smoke_tests_the_release_it_made(bake, answers, tmp_path):
+    """The smoke step runs the target's script on the release that the
+    Deploy step made (by the same name), for the device it was built for."""
     project = bake(**answers)
-    (tmp_path / "openapi.json").write_text(json.dumps(OPENAPI))
+    cloud = answers["cloud"]
+    device = "cuda" if answers["accelerator"] == "gpu" else "cpu"
+    stub = tmp_path / "deploy" / cloud / "smoke-test.sh"
+    stub.parent.mkdir(parents=True)
+    stub.write_text('#!/bin/bash\necho "$*"\n')  # its arguments
     for name, workflow in workflows(project).items():
-        smoke = scripts(workflow)
-        assert "-d @example.json" in smoke, name
-        (extract,) = EXAMPLE_OF.findall(smoke)
-        example = shell_output(f"{extract} openapi.json", tmp_path)
-        assert json.loads(example) == {"length_mm": 41.0}, name
+        assert workflow["env"]["DEVICE"] == device, name
+        environment = name.removesuffix(".yml")
+        done = run_with_fakes(
+            step_named(workflow, SMOKE_STEP)["run"],
+            tmp_path,
+            {},
+            APP="app",
+            DEVICE=device,
+            NAMESPACE=f"{environment}-ns",
+            RESOURCE_GROUP="rg",
+            IMAGE="image@sha256:1",
+        )
+        assert done.returncode == 0, done.stderr
+        service = "app-staging" if environment == "staging" else "app"
+        wanted = SMOKE_ARGUMENTS[cloud].format(
+            environment=environment, service=service, device=device
+        )
+        assert done.stdout == wanted + "\n", name
+    if cloud != "kubernetes":  # there the namespace tells them apart
+        deploy = step_named(workflows(project)["staging.yml"], "Deploy")
+        assert "$APP-staging" in deploy["run"]
 
 
-# The k8s smoke tests forward to a pod of the image just deployed: through
-# the Service, a pod of the old image still draining could answer.
-POD_OF_IMAGE = re.compile(r"jq -r --arg image \"\$IMAGE\" ('[^']+')")
-NEW, OLD = (
-    "ghcr.io/o/app@sha256:" + "1" * 64,
-    "ghcr.io/o/app@sha256:" + "0" * 64,
-)
+class FakeRelease(ThreadingHTTPServer):
+    """A release's /ready, /openapi.json and /predict, on a free port."""
+
+    def __init__(self, device: str, openapi: dict):
+        self.device, self.openapi = device, openapi
+        self.requests = []  # (method, path, Authorization header)
+        self.posted = []  # (path, content type, body)
+        super().__init__(("127.0.0.1", 0), FakeReleaseHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class FakeReleaseHandler(BaseHTTPRequestHandler):
+    def handle_one_request(self):
+        super().handle_one_request()
+        if self.command:  # a request was read
+            seen = (self.command, self.path, self.headers["authorization"])
+            self.server.requests.append(seen)
+
+    def do_GET(self):
+        answers = {
+            "/ready": ready_answer(self.server.device),
+            "/openapi.json": json.dumps(self.server.openapi),
+        }
+        self.answer(answers.get(self.path))
+
+    def do_POST(self):
+        length = int(self.headers["content-length"])
+        self.server.posted.append(
+            (self.path, self.headers["content-type"], self.rfile.read(length))
+        )
+        self.answer('{"label":"big"}' if self.path == "/predict" else None)
+
+    def answer(self, body: str | None) -> None:
+        self.send_response(404 if body is None else 200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write((body or "{}").encode())
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+@contextmanager
+def fake_release(device: str, openapi: dict = OPENAPI):
+    server = FakeRelease(device, openapi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_smoke_test_checks_the_device_and_posts_the_example(
+    bake, tmp_path
+):
+    """deploy/smoke-test.sh (every project has it) against a fake release;
+    the projects' own tests run it against their real server."""
+    script = bake().path / "deploy/smoke-test.sh"
+
+    def smoke_test(url: str, device: str, **env: str):
+        command = f"bash {script} {url} {device}"
+        return run_with_fakes(command, tmp_path, {}, **env)
+
+    with fake_release("cpu") as release:
+        done = smoke_test(release.url + "/", "cpu")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert '"device":"cpu"' in done.stdout
+        assert done.stdout.endswith('{"label":"big"}\n')
+        assert release.requests == [
+            ("GET", "/ready", None),
+            ("GET", "/openapi.json", None),
+            ("POST", "/predict", None),
+        ]
+        # The example that the release documents, whatever its features.
+        ((path, content_type, body),) = release.posted
+        assert path == "/predict" and content_type == "application/json"
+        assert json.loads(body) == {"length_mm": 41.0}
+        # A GPU release that fell back to the CPU answers /ready all the
+        # same: the device fails it.
+        done = smoke_test(release.url, "cuda")
+        assert done.returncode == 1
+        assert "/ready does not report device cuda" in done.stdout
+        assert len(release.posted) == 1
+        # A service behind authentication: every request carries it.
+        release.requests.clear()
+        token = "Bearer t0ken"
+        done = smoke_test(release.url, "cpu", SMOKE_TEST_AUTHORIZATION=token)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [seen[2] for seen in release.requests] == [token] * 3
+    with fake_release("cpu", openapi={"components": {}}) as release:
+        done = smoke_test(release.url, "cpu")
+        assert done.returncode == 1 and "no example Item" in done.stdout
+        assert release.posted == []
+    for arguments in ("", "http://x"):
+        done = smoke_test(arguments, "")
+        assert done.returncode != 0 and "usage:" in done.stderr
+
+
+SHARED_STUB = '#!/bin/bash\necho "shared $*"\n'
+
+
+def target_smoke_test(
+    project, tmp_path, fakes, *arguments, shared=SHARED_STUB, **env
+):
+    """deploy/<target>/smoke-test.sh of the project, run with fake CLIs
+    and deploy/smoke-test.sh stubbed (it prints its arguments)."""
+    cloud = project.answers["cloud"]
+    folder = tmp_path / "deploy" / cloud
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(project.path / f"deploy/{cloud}/smoke-test.sh", folder)
+    (tmp_path / "deploy/smoke-test.sh").write_text(shared)
+    command = f"bash deploy/{cloud}/smoke-test.sh {' '.join(arguments)}"
+    return run_with_fakes(command, tmp_path, fakes, **env)
+
+
+@pytest.mark.parametrize("answers", clouds("gcp-cloud-run", "aws-ecs-fargate"))
+def test_cloud_run_and_ecs_smoke_tests_reach_the_service_address(
+    bake, answers, tmp_path
+):
+    project = bake(**answers)
+    cli = CLOUD_CLI[answers["cloud"]]
+    url = "https://app-staging.example.io"
+    fakes = {cli: FAKE_CLI}
+    done = target_smoke_test(
+        project, tmp_path, fakes, "app-staging", "cpu", FAKE_ANSWER=url
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"shared {url} cpu\n"
+    (call,) = (tmp_path / "calls.log").read_text().splitlines()
+    assert "describe" in call and "app-staging" in call
 
 
 def pod(name: str, image: str, draining: bool = False) -> dict:
@@ -444,39 +572,62 @@ def pod(name: str, image: str, draining: bool = False) -> dict:
     return {"metadata": metadata, "spec": {"containers": [{"image": image}]}}
 
 
+# The k8s smoke tests forward to a pod of the image just deployed: through
+# the Service, a pod of the old image still draining could answer.
+NEW, OLD = (
+    "ghcr.io/o/app@sha256:" + "1" * 64,
+    "ghcr.io/o/app@sha256:" + "0" * 64,
+)
+FAKE_KUBECTL = """#!/bin/bash
+echo "$*" >> calls.log
+case "$*" in
+  *"get pods"*) cat pods.json ;;
+  *port-forward*) exec sleep 30 ;;
+esac
+"""
+# The port-forward starts in the background: the stub waits for it, as the
+# real smoke test retries /ready until the forward answers.
+FORWARDED = """#!/bin/bash
+for _ in $(seq 50); do grep -q port-forward calls.log && break; sleep 0.1; done
+echo "shared $*"
+"""
+
+
 @pytest.mark.parametrize("answers", clouds("kubernetes"))
 def test_k8s_smoke_tests_reach_a_pod_of_the_deployed_image(
     bake, answers, tmp_path
 ):
     project = bake(**answers)
-    cases = [
-        (
-            [pod("old", OLD, True), pod("gone", NEW, True), pod("new", NEW)],
-            "new",
-        ),
-        ([pod("old", OLD), pod("gone", NEW, True)], ""),
+    fakes = {"kubectl": FAKE_KUBECTL}
+    draining = [pod("old", OLD, True), pod("gone", NEW, True)]
+    cases = [  # pods, the one forwarded to, or None: the test fails
+        (draining + [pod("new", NEW)], "new"),
+        (draining + [pod("serving", OLD)], None),
     ]
-    for name, workflow in workflows(project).items():
-        smoke = scripts(workflow)
-        assert 'port-forward "pod/$pod"' in smoke, name
-        (program,) = POD_OF_IMAGE.findall(smoke)
-        for items, chosen in cases:
-            (tmp_path / "pods.json").write_text(json.dumps({"items": items}))
-            picked = shell_output(
-                f'jq -r --arg image "{NEW}" {program} pods.json', tmp_path
-            )
-            assert picked.strip() == chosen, (name, items)
+    for items, chosen in cases:
+        (tmp_path / "pods.json").write_text(json.dumps({"items": items}))
+        (tmp_path / "calls.log").unlink(missing_ok=True)
+        done = target_smoke_test(
+            project, tmp_path, fakes, "ns", "app", NEW, "cpu", shared=FORWARDED
+        )
+        calls = (tmp_path / "calls.log").read_text()
+        assert "-n ns get pods -l app.kubernetes.io/name=app" in calls
+        if chosen is None:
+            assert done.returncode == 1 and "port-forward" not in calls
+            assert f"::error::No running pod of {NEW}" in done.stdout
+        else:
+            assert done.returncode == 0, done.stderr
+            assert f"-n ns port-forward pod/{chosen} 8080:8000" in calls
+            assert done.stdout == "shared http://localhost:8080 cpu\n"
 
 
 # The Azure smoke tests wait for the revision just made to be ready, then
 # call it at its own address: the app's address still reaches the old
 # revision while a new one fails its probes.
-REVISION_WAIT = re.compile(
-    r"^ *for attempt in .*?^ *fqdn=\$\(jq [^\n]*$", re.MULTILINE | re.DOTALL
-)
 FAKE_AZ = """#!/bin/bash
 # Answers `az containerapp show` with the next of the app states given.
-n=$(cat calls 2>/dev/null || echo 0); echo $((n + 1)) > calls
+echo "$*" >> calls.log
+n=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) > count
 states=(${STATES})
 cat "${states[$(( n < ${#states[@]} - 1 ? n : ${#states[@]} - 1 ))]}"
 """
@@ -506,20 +657,25 @@ def test_azure_smoke_tests_reach_the_new_revision_once_ready(
         (tmp_path / f"{state}.json").write_text(
             json.dumps(container_app(latest, ready))
         )
-    cases = [  # app states in turn, exit code, what it prints
-        ("starting.json starting.json ready.json", 0, "app--r2.example.io"),
-        ("starting.json", 1, "Revision r2 was not ready in 5 minutes."),
+    cases = [  # app states in turn, exit code, what it prints, calls
+        ("starting.json starting.json ready.json", 0, "shared https://", 3),
+        ("starting.json", 1, "Revision r2 was not ready in 5 minutes.", 30),
     ]
-    for name, workflow in workflows(project).items():
-        (wait,) = REVISION_WAIT.findall(scripts(workflow))
-        for states, exit_code, printed in cases:
-            (tmp_path / "calls").unlink(missing_ok=True)
-            script = wait + '\necho "$fqdn"'
-            done = run_with_fakes(script, tmp_path, fakes, STATES=states)
-            assert done.returncode == exit_code, (name, states, done.stderr)
-            assert printed in done.stdout, (name, states, done.stdout)
-            calls = int((tmp_path / "calls").read_text())
-            assert calls == (3 if exit_code == 0 else 30), (name, states)
+    for states, exit_code, printed, calls in cases:
+        (tmp_path / "count").unlink(missing_ok=True)
+        (tmp_path / "calls.log").unlink(missing_ok=True)
+        done = target_smoke_test(
+            project, tmp_path, fakes, "rg", "app", "cpu", STATES=states
+        )
+        assert done.returncode == exit_code, (states, done.stderr)
+        assert printed in done.stdout, (states, done.stdout)
+        if exit_code == 0:
+            assert done.stdout == "shared https://app--r2.example.io cpu\n"
+        made = (tmp_path / "calls.log").read_text().splitlines()
+        assert len(made) == calls, states
+        assert set(made) == {
+            "containerapp show --name app --resource-group rg --output json"
+        }
 
 
 # Production rolls back a release that fails its deploy or smoke test: a

@@ -58,7 +58,12 @@ DEPLOY_WORKFLOWS = {
     ".github/workflows/staging.yml",
     ".github/workflows/production.yml",
 }
-SHARED_DEPLOY_DIRS = ("deploy/prometheus/", "deploy/grafana/")
+# What every project has under deploy/, whatever its target.
+SHARED_DEPLOY = (
+    "deploy/prometheus/",
+    "deploy/grafana/",
+    "deploy/smoke-test.sh",
+)
 
 
 def split_files(project):
@@ -87,9 +92,7 @@ def test_combination_has_exactly_the_expected_files(bake, answers):
     assert groups["package"] == PACKAGE_FILES
     assert "tests/conftest.py" in groups["tests"]
     own_deploy = [
-        name
-        for name in groups["deploy"]
-        if not name.startswith(SHARED_DEPLOY_DIRS)
+        name for name in groups["deploy"] if not name.startswith(SHARED_DEPLOY)
     ]
     assert all(name.startswith(f"deploy/{cloud}/") for name in own_deploy)
     assert bool(own_deploy) == (cloud != "none")

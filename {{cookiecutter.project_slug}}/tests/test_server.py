@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -207,6 +208,38 @@ def test_the_start_up_log_holds_no_python_warning(server):
     # bury it, at every start of every worker.
     server.wait_ready()
     assert not re.findall(r"\w+Warning: .*", server.log())
+
+
+SMOKE_TEST = Path(__file__).parents[1] / "deploy" / "smoke-test.sh"
+
+
+def test_the_deploy_smoke_test_passes_on_this_service(server):
+    """deploy/smoke-test.sh, which every deploy runs on the release it
+    made, passes on this service, and fails for a device it does not run
+    on (a GPU release that fell back to the CPU)."""
+    absent = [name for name in ("curl", "jq") if shutil.which(name) is None]
+    if absent:
+        pytest.skip(f"the smoke test needs {' and '.join(absent)}")
+    server.wait_ready()
+    ready = asyncio.run(fetch(server.port, "GET", "/ready"))
+    device = json.loads(ready.body)["device"]
+    other = {"cpu": "cuda", "cuda": "cpu"}[device]
+
+    def smoke_test(device: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(SMOKE_TEST), f"http://{HOST}:{server.port}", device],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = smoke_test(device)
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer["label"] in answer["probabilities"]
+    done = smoke_test(other)
+    assert done.returncode == 1
+    assert f"does not report device {other}" in done.stdout
 
 
 def missing(path):
