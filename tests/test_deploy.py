@@ -23,23 +23,21 @@ PORT = 8000
 LIVENESS, READINESS = "/health", "/ready"
 KUBERNETES_VERSION = "1.30.0"  # the oldest cluster the manifests target
 
+# Each target's folder: its manifests, its README and its two scripts.
 TARGET_FILES = {
-    "gcp-cloud-run": {"README.md", "service.yaml", "smoke-test.sh"},
-    "aws-ecs-fargate": {"README.md", "cloudformation.yml", "smoke-test.sh"},
-    "azure-container-apps": {
-        "README.md",
-        "containerapp.yaml",
-        "smoke-test.sh",
-    },
-    "kubernetes": {
-        "README.md",
-        "smoke-test.sh",
-        "kustomization.yaml",
-        "deployment.yaml",
-        "service.yaml",
-        "hpa.yaml",
-        "pdb.yaml",
-    },
+    target: manifests | {"README.md", "deploy.sh", "smoke-test.sh"}
+    for target, manifests in {
+        "gcp-cloud-run": {"service.yaml"},
+        "aws-ecs-fargate": {"cloudformation.yml"},
+        "azure-container-apps": {"containerapp.yaml"},
+        "kubernetes": {
+            "kustomization.yaml",
+            "deployment.yaml",
+            "service.yaml",
+            "hpa.yaml",
+            "pdb.yaml",
+        },
+    }.items()
 }
 WORKFLOWS = ".github/workflows"
 DEPLOY_WORKFLOWS = ("staging.yml", "production.yml")
@@ -386,46 +384,74 @@ OPENAPI = {
 # deploy/<target>/smoke-test.sh, which finds the release's address and runs
 # the checks all targets share, deploy/smoke-test.sh.
 SMOKE_STEP = "Smoke test (/ready, one /predict)"
-SMOKE_ARGUMENTS = {  # what each target's script is given
-    "kubernetes": "{environment}-ns app image@sha256:1 {device}",
-    "gcp-cloud-run": "{service} {device}",
-    "aws-ecs-fargate": "{service} {device}",
-    "azure-container-apps": "rg {service} {device}",
+STEP_ARGUMENTS = {  # what each target's two scripts are given
+    "kubernetes": (
+        "{namespace} app {image}",
+        "{namespace} app {image} {device}",
+    ),
+    "gcp-cloud-run": ("{service} {image} runtime@sa", "{service} {device}"),
+    "aws-ecs-fargate": (
+        "{service} {image} vpc-1 subnet-1",
+        "{service} {device}",
+    ),
+    "azure-container-apps": (
+        "rg env-1 {service} {image} registry identity",
+        "rg {service} {device}",
+    ),
 }
 
 
 @pytest.mark.parametrize("answers", DEPLOYED)
-def test_each_deploy_smoke_tests_the_release_it_made(bake, answers, tmp_path):
-    """The smoke step runs the target's script on the release that the
-    Deploy step made (by the same name), for the device it was built for."""
+def test_each_workflow_deploys_and_smoke_tests_the_same_release(
+    bake, answers, tmp_path
+):
+    """The Deploy and smoke steps run the target's scripts on the same
+    release (staging's by its own name), for the device it was built for."""
     project = bake(**answers)
     cloud = answers["cloud"]
     device = "cuda" if answers["accelerator"] == "gpu" else "cpu"
-    stub = tmp_path / "deploy" / cloud / "smoke-test.sh"
-    stub.parent.mkdir(parents=True)
-    stub.write_text('#!/bin/bash\necho "$*"\n')  # its arguments
+    image = "registry/app@sha256:1"
+    (tmp_path / "deploy" / cloud).mkdir(parents=True)
+    for script in ("deploy", "smoke-test"):  # each prints its arguments
+        stub = tmp_path / "deploy" / cloud / f"{script}.sh"
+        stub.write_text(f'#!/bin/bash\necho "{script} $*"\n')
     for name, workflow in workflows(project).items():
         assert workflow["env"]["DEVICE"] == device, name
         environment = name.removesuffix(".yml")
+        steps_run = [
+            step_named(workflow, start)["run"]
+            for start in ("Deploy", SMOKE_STEP)
+        ]
         done = run_with_fakes(
-            step_named(workflow, SMOKE_STEP)["run"],
+            "\n".join(steps_run),
             tmp_path,
             {},
             APP="app",
             DEVICE=device,
             NAMESPACE=f"{environment}-ns",
+            IMAGE=image,  # Kubernetes
+            REF=image,  # the others, or REGISTRY/APP@DIGEST
+            REGISTRY="registry",
+            DIGEST="sha256:1",
+            RUNTIME_SERVICE_ACCOUNT="runtime@sa",
+            VPC_ID="vpc-1",
+            SUBNET_IDS="subnet-1",
             RESOURCE_GROUP="rg",
-            IMAGE="image@sha256:1",
+            ENVIRONMENT="env-1",
+            IDENTITY_ID="identity",
         )
         assert done.returncode == 0, done.stderr
-        service = "app-staging" if environment == "staging" else "app"
-        wanted = SMOKE_ARGUMENTS[cloud].format(
-            environment=environment, service=service, device=device
-        )
-        assert done.stdout == wanted + "\n", name
-    if cloud != "kubernetes":  # there the namespace tells them apart
-        deploy = step_named(workflows(project)["staging.yml"], "Deploy")
-        assert "$APP-staging" in deploy["run"]
+        names = {
+            "namespace": f"{environment}-ns",
+            "service": "app-staging" if environment == "staging" else "app",
+            "image": image,
+            "device": device,
+        }
+        deployed, smoke_tested = STEP_ARGUMENTS[cloud]
+        assert done.stdout.splitlines() == [
+            "deploy " + deployed.format(**names),
+            "smoke-test " + smoke_tested.format(**names),
+        ], name
 
 
 class FakeRelease(ThreadingHTTPServer):
@@ -676,6 +702,130 @@ def test_azure_smoke_tests_reach_the_new_revision_once_ready(
         assert set(made) == {
             "containerapp show --name app --resource-group rg --output json"
         }
+
+
+# Each target's deploy.sh, run with fake CLIs that log their calls. yq is
+# faked too (GitHub's runners have mikefarah's yq, which Debian lacks): it
+# logs the value of every strenv() its expression reads. The calls are
+# logged in $LOGS: kustomize runs in the copy of the manifests.
+FAKE_TOOL = r"""#!/bin/bash
+tool=$(basename "$0")
+if [ "$tool" = yq ]; then
+  echo "yq $1 $3" >> "$LOGS/calls.log"
+  for name in $(grep -o 'strenv([A-Z_]*)' <<<"$2" | cut -c8- | tr -d ')'); do
+    echo "$name=${!name}" >> "$LOGS/yq.log"
+  done
+  exit
+fi
+echo "$tool $*" >> "$LOGS/calls.log"
+case "$tool $*" in
+  "kustomize "*) [[ -f kustomization.yaml && $PWD == /tmp/tmp.* ]] || exit 3 ;;
+  "az containerapp env show"*"--query id"*) echo /subscriptions/s/env-1 ;;
+  "az containerapp env show"*"--query location"*) echo westeurope ;;
+  "az containerapp show"*) [ -n "$EXISTS" ] ;;
+  *"--logical-resource-id Cluster"*) echo cluster-1 ;;
+  *"--logical-resource-id Service"*) echo service-1 ;;
+esac
+"""
+DEPLOYS = {  # arguments, then the calls made (and the yq values) in order
+    "kubernetes": (
+        "ns app img",
+        [
+            "kustomize edit set image app=img",
+            "kustomize edit set namespace ns",
+            "kubectl apply -k .",
+            "kubectl -n ns rollout status deployment/app --timeout=10m",
+        ],
+        [],
+    ),
+    "gcp-cloud-run": (
+        "app img runtime@sa",
+        [
+            "yq -i COPY/service.yaml",
+            "gcloud run services replace COPY/service.yaml",
+            "gcloud run services add-iam-policy-binding app --member allUsers"
+            " --role roles/run.invoker",
+        ],
+        ["SERVICE=app", "IMAGE=img", "RUNTIME=runtime@sa"],
+    ),
+    "aws-ecs-fargate": (
+        "app img vpc-1 subnet-1,subnet-2",
+        [
+            "aws cloudformation deploy --template-file"
+            " PROJECT/deploy/aws-ecs-fargate/cloudformation.yml"
+            " --stack-name app --capabilities CAPABILITY_IAM"
+            " --no-fail-on-empty-changeset --parameter-overrides Image=img"
+            " VpcId=vpc-1 SubnetIds=subnet-1,subnet-2",
+            "aws cloudformation describe-stack-resource --stack-name app"
+            " --logical-resource-id Cluster"
+            " --query StackResourceDetail.PhysicalResourceId --output text",
+            "aws cloudformation describe-stack-resource --stack-name app"
+            " --logical-resource-id Service"
+            " --query StackResourceDetail.PhysicalResourceId --output text",
+            "aws ecs wait services-stable --cluster cluster-1"
+            " --services service-1",
+        ],
+        [],
+    ),
+    "azure-container-apps": (
+        "rg env app img registry identity",
+        [
+            "az containerapp env show --name env --resource-group rg"
+            " --query id --output tsv",
+            "az containerapp env show --name env --resource-group rg"
+            " --query location --output tsv",
+            "yq -i COPY/containerapp.yaml",
+            "az containerapp show --name app --resource-group rg"
+            " --output none",
+            "az containerapp VERB --name app --resource-group rg"
+            " --yaml COPY/containerapp.yaml --output none",
+        ],
+        [
+            "APP=app",
+            "LOCATION=westeurope",
+            "IDENTITY_ID=identity",
+            "ENVIRONMENT_ID=/subscriptions/s/env-1",
+            "REGISTRY=registry",
+            "IDENTITY_ID=identity",
+            "IMAGE=img",
+        ],
+    ),
+}
+COPY = re.compile(r"/tmp/tmp\.\w+")
+
+
+@pytest.mark.parametrize("answers", DEPLOYED)
+def test_each_target_deploys_with_its_own_script(bake, answers, tmp_path):
+    """What deploy/<target>/deploy.sh asks of the cloud's CLI, with the
+    target's manifest filled in on a copy (the project stays as it is)."""
+    project = bake(**answers)
+    cloud = answers["cloud"]
+    arguments, calls, values = DEPLOYS[cloud]
+    tools = ["kustomize", "kubectl", "yq", "gcloud", "aws", "az"]
+    fakes = dict.fromkeys(tools, FAKE_TOOL)
+    script = project.path / "deploy" / cloud / "deploy.sh"
+    # Azure creates the app the first time, updates it afterwards.
+    for exists, verb in (("", "create"), ("1", "update")):
+        for log in ("calls.log", "yq.log"):
+            (tmp_path / log).unlink(missing_ok=True)
+        done = run_with_fakes(
+            f"bash {script} {arguments}",
+            tmp_path,
+            fakes,
+            EXISTS=exists,
+            LOGS=str(tmp_path),
+        )
+        assert done.returncode == 0, done.stderr
+        made = (tmp_path / "calls.log").read_text()
+        copies = set(COPY.findall(made))
+        assert not any(map(Path.exists, map(Path, copies))), "left behind"
+        made = COPY.sub("COPY", made).replace(str(project.path), "PROJECT")
+        wanted = [call.replace("VERB", verb) for call in calls]
+        assert made.splitlines() == wanted
+        yq = tmp_path / "yq.log"
+        assert (yq.read_text().splitlines() if yq.exists() else []) == values
+        if cloud != "azure-container-apps":
+            break
 
 
 # Production rolls back a release that fails its deploy or smoke test: a
