@@ -19,7 +19,8 @@ auth=()
 if [ -n "${SMOKE_TEST_AUTHORIZATION:-}" ]; then
   auth=(--header "Authorization: $SMOKE_TEST_AUTHORIZATION")
 fi
-fetch() { curl --fail --silent --show-error "${auth[@]}" "$@"; }
+# (${auth[@]+...}: an empty array is "unbound" to bash 3, macOS's bash.)
+fetch() { curl --fail --silent --show-error ${auth[@]+"${auth[@]}"} "$@"; }
 
 # A new release may need a minute before it answers: retry /ready only.
 ready=$(fetch --retry 10 --retry-delay 6 --retry-all-errors "$url/ready")
