@@ -16,6 +16,7 @@ CLOUD_TARGETS = (
     "kubernetes",
 )
 DEPLOY_WORKFLOWS = ("staging.yml", "production.yml")
+PROMOTED_DIGEST_SCRIPT = "deploy/tested-digest.sh"
 ANSWERS_FILE = ".cookiecutter.json"
 PUSH_TO_MAIN = "  push:\n    branches: [main]\n"
 
@@ -30,6 +31,8 @@ def keep_cloud_target(project: Path, cloud: str) -> None:
     if not workflows.is_dir():  # no target (nor, with -f, an earlier one's)
         for workflow in DEPLOY_WORKFLOWS:
             (live / workflow).unlink(missing_ok=True)
+        # Production's own script: it reads the records of staging runs.
+        (project / PROMOTED_DIGEST_SCRIPT).unlink(missing_ok=True)
         return
     for workflow in DEPLOY_WORKFLOWS:
         shutil.move(workflows / workflow, live / workflow)

@@ -280,7 +280,8 @@ def test_production_promotes_a_digest_and_never_builds(bake, answers):
     assert not BUILDS.search(text)
     for job in production["jobs"].values():
         assert job["environment"] == "production"
-    assert "sha256:[0-9a-f]{64}" in text  # a digest, not a moving tag
+    # A digest staging tested (deploy/tested-digest.sh), never a moving tag.
+    assert "bash deploy/tested-digest.sh" in text
     assert "sha-$GITHUB_SHA" not in text  # pushed before staging tests it
 
 
@@ -291,7 +292,7 @@ FAKE_GH = """#!/bin/bash
 echo "$*" >> gh.calls
 case "$1 $2" in
   "run list") cat runs 2>/dev/null || true ;;  # no runs: no output
-  "run download") echo "$TESTED" > digest ;;
+  "run download") echo "$TESTED" > "${@: -1}/digest" ;;  # into --dir
 esac
 """
 
@@ -310,6 +311,67 @@ def test_staging_records_the_digest_after_its_smoke_test(bake, answers):
     assert after_smoke[-1]["with"]["name"] == "tested-digest"
 
 
+def test_the_promoted_digest_is_one_staging_tested(bake, tmp_path):
+    """deploy/tested-digest.sh (every deploy target's production.yml runs
+    it) with a fake gh: the record of the commit's last staging run that
+    passed, or a digest given by hand, and nothing else."""
+    script = bake(cloud="kubernetes").path / "deploy/tested-digest.sh"
+
+    def promote(*given: str, staged: bool = True, commit: str = "c0ffee"):
+        for name in ("runs", "gh.calls"):
+            (tmp_path / name).unlink(missing_ok=True)
+        if staged:
+            (tmp_path / "runs").write_text("123\n")
+        sha = {"GITHUB_SHA": commit} if commit else {}
+        return run_with_fakes(
+            f"bash {script} {' '.join(given)}",
+            tmp_path,
+            {"gh": FAKE_GH},
+            TESTED=TESTED,
+            TMPDIR=str(tmp_path),
+            **sha,
+        )
+
+    done = promote()
+    assert (done.returncode, done.stdout) == (0, TESTED + "\n"), done.stderr
+    calls = (tmp_path / "gh.calls").read_text()
+    assert "--workflow staging.yml --commit c0ffee --status success" in calls
+    assert "run download 123 --name tested-digest --dir" in calls
+    assert not list(tmp_path.glob("tmp.*"))  # its record's folder: removed
+    # No staging run of the commit passed: refused, whatever the registry.
+    done = promote(staged=False)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "::error::No staging run of c0ffee passed" in done.stderr
+    # A digest given by hand is taken as it is, once it is one.
+    done = promote("sha256:" + "cd" * 32, staged=False)
+    assert done.stdout == "sha256:" + "cd" * 32 + "\n"
+    assert not (tmp_path / "gh.calls").exists()
+    done = promote("latest")
+    assert done.returncode == 1 and "not a sha256 digest" in done.stderr
+    # By hand, outside a workflow: the commit checked out.
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+         "--allow-empty", "-m", "x"],
+        cwd=tmp_path, check=True,
+    )  # fmt: skip
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
+        text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    done = promote(commit="")
+    assert done.stdout == TESTED + "\n", done.stderr
+    assert f"--commit {head} " in (tmp_path / "gh.calls").read_text()
+
+
+PROMOTED = {  # where each target's production.yml keeps the digest
+    "kubernetes": ("GITHUB_OUTPUT", "ref=ghcr.io/org/app@" + TESTED),
+    "gcp-cloud-run": ("GITHUB_OUTPUT", "ref=registry/app@" + TESTED),
+    "aws-ecs-fargate": ("GITHUB_ENV", "DIGEST=" + TESTED),
+    "azure-container-apps": ("GITHUB_ENV", "DIGEST=" + TESTED),
+}
+
+
 @pytest.mark.parametrize("answers", DEPLOYED)
 def test_production_promotes_only_a_digest_staging_tested(
     bake, answers, tmp_path
@@ -317,52 +379,44 @@ def test_production_promotes_only_a_digest_staging_tested(
     production = workflows(bake(**answers), ["production.yml"])
     (job,) = production["production.yml"]["jobs"].values()
     assert job["permissions"]["actions"] == "read"
-    (step,) = [
-        s for s in job["steps"] if s.get("name", "").startswith("The digest")
-    ]
-    script = re.sub(r"\$\{\{[^}]*\}\}", "x", step["run"])
-    (tmp_path / "gh").write_text(FAKE_GH)
-    (tmp_path / "gh").chmod(0o755)
+    step = step_named(production["production.yml"], "The digest")
+    assert step["env"]["GH_TOKEN"] == "${{ github.token }}"
+    (tmp_path / "deploy").mkdir()
+    stub = tmp_path / "deploy/tested-digest.sh"
 
-    def promote(digest: str = "", staged: bool = True):
-        for name in ("runs", "digest", "gh.calls", "out", "env", "summary"):
-            (tmp_path / name).unlink(missing_ok=True)
-        if staged:
-            (tmp_path / "runs").write_text("123\n")
-        env = {
-            "PATH": f"{tmp_path}:/usr/bin:/bin",
-            "DIGEST": digest,
-            "TESTED": TESTED,
-            "GITHUB_SHA": "c0ffee",
-            "GITHUB_REPOSITORY": "Org/App",
-            "GITHUB_OUTPUT": "out",
-            "GITHUB_ENV": "env",
-            "GITHUB_STEP_SUMMARY": "summary",
-            "APP": "app",
-            "REGISTRY": "registry",
-        }
-        return subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
+    def promote(found: str):
+        """The step, with the script stubbed: it finds `found` (or fails)."""
+        stub.write_text(
+            f'echo "$*" > given\n[ -n "{found}" ] || exit 1\necho {found}\n'
         )
+        for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "summary"):
+            (tmp_path / name).write_text("")
+        done = run_with_fakes(
+            step["run"],
+            tmp_path,
+            {},
+            DIGEST="sha256:given",
+            GITHUB_REPOSITORY="Org/App",
+            GITHUB_OUTPUT="GITHUB_OUTPUT",
+            GITHUB_ENV="GITHUB_ENV",
+            GITHUB_STEP_SUMMARY="summary",
+            APP="app",
+            REGISTRY="registry",
+        )
+        return done, {
+            name: (tmp_path / name).read_text()
+            for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "summary")
+        }
 
-    done = promote()
-    assert done.returncode == 0, done.stdout + done.stderr
-    calls = (tmp_path / "gh.calls").read_text()
-    assert "--workflow staging.yml --commit c0ffee --status success" in calls
-    assert "run download 123 --name tested-digest" in calls
-    assert TESTED in (tmp_path / "summary").read_text()
-    # No staging run of the commit passed: refused, whatever the registry.
-    done = promote(staged=False)
-    assert done.returncode == 1 and "No staging run of c0ffee" in done.stdout
-    # A digest given by hand is taken as it is, once it is one.
-    done = promote(digest="sha256:" + "cd" * 32, staged=False)
-    assert done.returncode == 0 and not (tmp_path / "gh.calls").exists()
-    done = promote(digest="latest")
-    assert done.returncode == 1 and "not a sha256 digest" in done.stdout
+    done, written = promote(TESTED)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "given").read_text() == "sha256:given\n"
+    kept_in, line = PROMOTED[answers["cloud"]]
+    assert written[kept_in] == line + "\n"
+    assert TESTED in written["summary"]
+    done, written = promote("")  # no tested digest: nothing is deployed
+    assert done.returncode == 1
+    assert not any(written.values())
 
 
 def ready_answer(device: str) -> str:

@@ -87,15 +87,22 @@ def test_combination_has_exactly_the_expected_files(bake, answers):
     project = bake(**answers)
     groups = split_files(project)
     cloud = answers["cloud"]
-    workflows = DEPLOY_WORKFLOWS if cloud != "none" else set()
+    deployed = cloud != "none"
+    workflows = DEPLOY_WORKFLOWS if deployed else set()
     assert groups["rest"] == BASE_FILES | workflows
+    # Production's script, with production.yml only.
+    assert ("deploy/tested-digest.sh" in groups["deploy"]) == deployed
     assert groups["package"] == PACKAGE_FILES
     assert "tests/conftest.py" in groups["tests"]
     own_deploy = [
         name for name in groups["deploy"] if not name.startswith(SHARED_DEPLOY)
     ]
-    assert all(name.startswith(f"deploy/{cloud}/") for name in own_deploy)
-    assert bool(own_deploy) == (cloud != "none")
+    assert all(
+        name.startswith(f"deploy/{cloud}/")
+        for name in own_deploy
+        if name != "deploy/tested-digest.sh"
+    )
+    assert bool(own_deploy) == deployed
     assert not (project.path / "requirements").exists()
 
 
