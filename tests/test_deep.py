@@ -233,7 +233,7 @@ def test_make_bench_reports_every_figure(bake, deep_env):
     printed = make(project, "bench", deep_env, smoke, timeout=600).stdout
     report = project.json("reports/bench.json")
     figures = {figure["name"]: figure for figure in report["figures"]}
-    assert len(figures) == 13 and all(name in printed for name in figures)
+    assert len(figures) == 17 and all(name in printed for name in figures)
     assert all(figures[name]["passed"] is not None for name in TARGETED)
     for figure in figures.values():
         assert figure["value"] > 0 and figure["errors"] == 0, figure

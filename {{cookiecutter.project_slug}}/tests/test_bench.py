@@ -1,14 +1,24 @@
 """`make bench` works: its pieces, briefly (the figures are not asserted:
 timing belongs to the benchmark, not to the tests)."""
 
+import asyncio
 import json
 import random
 import shutil
 
+import orjson
 import pytest
 
 from {{ cookiecutter.package_name }} import bench
-from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
+from {{ cookiecutter.package_name }}.api.main import Service
+from {{ cookiecutter.package_name }}.api.schemas import (
+    EXAMPLE,
+    FEATURES,
+    BatchRequest,
+    Item,
+    batch_rows,
+)
+from {{ cookiecutter.package_name }}.soak import fetch
 
 from .conftest import make_settings
 
@@ -28,6 +38,32 @@ def test_the_inputs_sent_are_valid_items_of_the_api(inputs):
     generator = random.Random(1)
     for _ in range(200):
         Item.model_validate_json(inputs.item(generator))
+
+
+def test_the_batch_bodies_are_valid_distinct_and_compact(inputs):
+    bodies = bench.batch_bodies(inputs, 5)
+    assert len(set(bodies)) == 5
+    for body in bodies:
+        items = BatchRequest.model_validate_json(body).items
+        assert len(items) == bench.BATCH_ITEMS
+        assert batch_rows(body) is not None  # read as wrk's bodies are
+
+
+def test_the_app_is_timed_in_process_on_those_bodies(
+    artifacts, inputs, monkeypatch
+):
+    handled = []
+    answer_many = Service.answer_many
+
+    async def counted(service, body):
+        handled.append(body)
+        return await answer_many(service, body)
+
+    monkeypatch.setattr(Service, "answer_many", counted)
+    rate = bench.app_batch_rate(inputs, make_settings(artifacts))
+    assert rate(0.05) > 0
+    assert len(handled) > 20  # the warm-up, then the timed calls
+    assert set(handled) <= set(bench.batch_bodies(inputs, 64))
 
 
 def test_each_round_is_compared_with_its_own_limit():
@@ -101,6 +137,24 @@ def test_the_table_prints_a_near_miss_under_its_target():
     assert " 0.39  MISS" in row
 
 
+def test_the_floors_are_shown_beside_the_targets_not_judged():
+    limit = {"single_per_s": 10_000.0, "batch_items_per_s": 1_000_000.0}
+    figures = {
+        bench.POST_FLOOR: figure_of(bench.POST_FLOOR, [9_300, 9_000]),
+        bench.HEALTH_FLOOR: figure_of(bench.HEALTH_FLOOR, [10_000] * 2),
+        bench.BATCH_APP: bench.rate_figure(
+            bench.BATCH_APP, [(400_000, 1_000_000), (500_000, 1_000_000)]
+        ),
+    }
+    bench.judge(figures, limit)
+    # Round by round 0.93 and 0.90 of the floor's own /health.
+    assert "(0.915x its /health" in figures[bench.POST_FLOOR].target
+    assert figures[bench.BATCH_APP].ratio == 0.45
+    assert figures[bench.BATCH_APP].target == "(the app without HTTP)"
+    assert all(figure.passed is None for figure in figures.values())
+    assert "MISS" not in bench.table(list(figures.values()), limit)
+
+
 def test_a_ratio_prints_rounded_down_from_its_own_digits():
     # Floored in binary, 1.15 * 100 and 0.577 * 1000 fall one digit short.
     assert bench.rounded_down(1.15, 2) == "1.15"
@@ -127,6 +181,37 @@ def test_a_run_has_at_least_one_round(capsys):
 def server(artifacts):
     with bench.serve(f"{bench.PACKAGE}.api.main:create_app()", artifacts) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def floor(artifacts):
+    with bench.serve(f"{bench.PACKAGE}.bench:floor_app()", artifacts) as s:
+        yield s
+
+
+def test_the_floor_answers_as_the_service_does(server, floor, inputs):
+    example = orjson.dumps(EXAMPLE)
+    (batch,) = bench.batch_bodies(inputs, 1)
+
+    async def ask(port):
+        return [
+            await fetch(port, "POST", "/predict", example),
+            await fetch(port, "POST", "/batch-predict", batch),
+            await fetch(port, "GET", "/health"),
+            await fetch(port, "GET", "/nowhere"),
+        ]
+
+    service, bare = asyncio.run(ask(server.port)), asyncio.run(ask(floor.port))
+    assert [r.status for r in bare] == [r.status for r in service]
+    assert [r.status for r in bare] == [200, 200, 200, 404]
+    assert bare[0].body == service[0].body  # the documented example's
+    assert bare[2].body == service[2].body
+    # Another 256 items' answers: the same size, give or take their digits.
+    floor_answers = orjson.loads(bare[1].body)["predictions"]
+    service_answers = orjson.loads(service[1].body)["predictions"]
+    assert len(floor_answers) == len(service_answers) == bench.BATCH_ITEMS
+    assert floor_answers[0].keys() == service_answers[0].keys()
+    assert 0.9 < len(bare[1].body) / len(service[1].body) < 1.1
 
 
 TOOLS = [

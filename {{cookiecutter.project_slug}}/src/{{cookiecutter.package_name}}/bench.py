@@ -9,7 +9,11 @@ Measures, in one run on this machine:
   (also with the prediction log on), a cached `/predict`, `/health` (the
   HTTP ceiling) and the cold start;
 - the naive variant (FastAPI `async def`, Pydantic body, one model call
-  per request) built by `naive_app()` below.
+  per request) built by `naive_app()` below;
+- the floors under two targets: the /batch-predict handler called
+  in-process (the app without HTTP), and `floor_app()` below, a bare ASGI
+  app under the same server that answers constants (HTTP without the
+  app): the same batch bodies, and a constant POST against its /health.
 Shared machines change speed by tens of percent within a minute, so the
 run goes in rounds: each round measures the limit, then every load point
 for a share of its time, and each figure is compared with the limit of
@@ -72,6 +76,11 @@ BATCH_LOGGED = f"{BATCH} + log"
 CACHED = "/predict c=64 cached"
 HEALTH = "/health c=64"
 COLD_START = "cold start to /ready"
+# Floors, beside the figures they bound (no targets of their own).
+BATCH_APP = "  the same app in-process, no HTTP"
+BATCH_FLOOR = "  bare ASGI app, same bodies"
+POST_FLOOR = "  bare ASGI app, constant POST c=64"
+HEALTH_FLOOR = "  bare ASGI app, /health c=64"
 IMPORT_TORCH = "  of which import torch alone"
 
 
@@ -139,7 +148,41 @@ def measure_limit(
     }
 
 
-# --- the naive variant -------------------------------------------------------
+def batch_bodies(inputs: Inputs, n: int, seed: int = 0) -> list[bytes]:
+    """`n` different /batch-predict bodies, as the load generators write
+    them."""
+    generator = random.Random(seed)
+    return [
+        b'{"items":['
+        + ",".join(inputs.item(generator) for _ in range(BATCH_ITEMS)).encode()
+        + b"]}"
+        for _ in range(n)
+    ]
+
+
+def app_batch_rate(inputs: Inputs, settings) -> Callable[[float], float]:
+    """The /batch-predict handler of the service (`Service.answer_many`:
+    reading the body, the model, the answer, the drift window) called
+    in-process: items/s for about `seconds`, without HTTP."""
+    from .api.main import Service
+
+    service = Service(settings)
+    service.load()
+    bodies = batch_bodies(inputs, 64)
+
+    async def run(seconds: float) -> float:
+        for body in bodies[:20]:  # warm-up
+            await service.answer_many(body)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            await service.answer_many(bodies[calls % len(bodies)])
+            calls += 1
+        return calls * BATCH_ITEMS / (time.perf_counter() - start)
+
+    return lambda seconds: asyncio.run(run(seconds))
+
+
+# --- the naive variant and the floor -----------------------------------------
 
 
 def naive_app():
@@ -166,6 +209,54 @@ def naive_app():
     @app.get("/ready")
     async def ready():
         return {"ready": True}
+
+    return app
+
+
+def floor_app():
+    """The HTTP floor: a bare ASGI app that reads each body and answers
+    the service's own answer, computed once (the /predict one for the
+    documented example, the /batch-predict one for 256 items), with the
+    service's own response code. Whatever the service does on top of this
+    costs throughput."""
+    import gc
+
+    from .api.main import Endpoint
+    from .api.schemas import EXAMPLE, FEATURES
+    from .predict import Predictor
+
+    settings = get_settings()
+    predictor = Predictor.load(settings)
+    rows = random_rows(Inputs.of(settings.artifacts_dir), BATCH_ITEMS)
+    answers = {
+        "/predict": predictor.answers([tuple(map(EXAMPLE.get, FEATURES))])[0],
+        "/batch-predict": b'{"predictions":['
+        + b",".join(predictor.answers(rows))
+        + b"]}",
+        "/health": b'{"status":"ok"}',
+        "/ready": b'{"ready":true}',
+    }
+    not_found = b'{"detail":"Not Found"}'
+
+    async def constant(scope, receive) -> tuple[int, bytes]:
+        if scope["method"] == "POST":  # the whole body, as the service
+            message = await receive()
+            while message.get("more_body", False):
+                message = await receive()
+        answer = answers.get(scope["path"])
+        return (404, not_found) if answer is None else (200, answer)
+
+    endpoint = Endpoint(constant)
+    gc.freeze()  # as the service does after start-up
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await endpoint(scope, receive, send)
 
     return app
 
@@ -511,6 +602,18 @@ def combine(name: str, rounds: list[tuple[Result, float]], items=1):
     )
 
 
+def rate_figure(name: str, rounds: list[tuple[float, float]]) -> Figure:
+    """A figure measured in-process, from (items/s, the round's limit)."""
+    each = [{"value": v, "ratio": v / limit} for v, limit in rounds]
+    return Figure(
+        name,
+        median(r["value"] for r in each),
+        "items/s",
+        ratio=median(r["ratio"] for r in each),
+        rounds=each,
+    )
+
+
 def paired_ratio(figure: Figure, other: Figure) -> float:
     """figure / other, as the limit ratios are: the median of each round's
     ratio, both measured in that round (the machine's speed changes between
@@ -560,6 +663,16 @@ def judge(figures: dict[str, Figure], limit: dict[str, float]) -> None:
         check(CACHED, f">=0.9x /health ({shown}x)", share >= 0.9)
     if COLD_START in figures:
         check(COLD_START, "<=2 s", figures[COLD_START].value <= 2.0)
+    # The floors: the app without HTTP, and HTTP without the app.
+    if POST_FLOOR in figures and HEALTH_FLOOR in figures:
+        share = paired_ratio(figures[POST_FLOOR], figures[HEALTH_FLOOR])
+        figures[POST_FLOOR].target = (
+            f"({rounded_down(share, 3)}x its /health: the cached ceiling)"
+        )
+    if BATCH_APP in figures:
+        figures[BATCH_APP].target = "(the app without HTTP)"
+    if BATCH_FLOOR in figures:
+        figures[BATCH_FLOOR].target = "(HTTP without the app)"
 
 
 def table(figures: list[Figure], limit: dict[str, float]) -> str:
@@ -689,11 +802,15 @@ def points(inputs: Inputs) -> list[Point]:
         for batching in ("on", "off")
         for c in CONCURRENCIES
     ]
+    health = Load("/health", method="GET")
     return [
         *singles[:3],
         Point(BATCH, "on", batch, BATCH_CONCURRENCY, BATCH_ITEMS),
+        Point(BATCH_FLOOR, "floor", batch, BATCH_CONCURRENCY, BATCH_ITEMS),
         Point(CACHED, "on", Load("/predict", body=same), 64),
-        Point(HEALTH, "on", Load("/health", method="GET"), 64),
+        Point(HEALTH, "on", health, 64),
+        Point(POST_FLOOR, "floor", Load("/predict", body=same), 64),
+        Point(HEALTH_FLOOR, "floor", health, 64),
         *singles[3:],
         Point(NAIVE, "naive", one, 64),
         Point(BATCH_LOGGED, "logged", batch, BATCH_CONCURRENCY, BATCH_ITEMS),
@@ -706,6 +823,7 @@ def servers(log_folder: str) -> dict[str, tuple[str, dict[str, str]]]:
         "on": (APP, {"MICRO_BATCHING": "true"}),
         "off": (APP, {"MICRO_BATCHING": "false"}),
         "naive": (f"{PACKAGE}.bench:naive_app()", {}),
+        "floor": (f"{PACKAGE}.bench:floor_app()", {}),
         # The prediction log, on in `make production` and in the image.
         "logged": (APP, {"PREDICTION_LOG": f"{log_folder}/log.jsonl"}),
     }
@@ -730,6 +848,7 @@ def run_bench(
     per_round = max(1.0, seconds / rounds)
     limits: list[dict[str, float]] = []
     measured: dict[str, list] = {p.name: [] for p in plan}
+    app_rate, app_rounds = app_batch_rate(inputs, settings), []
     # First: it also brings torch's files into the page cache, so the cold
     # starts measure start-up work, not disk reads.
     starts = {
@@ -749,6 +868,9 @@ def run_bench(
         for round_number in range(rounds):
             limit = measure_limit(inputs, LIMIT_SECONDS, settings)
             limits.append(limit)
+            app_rounds.append(
+                (app_rate(LIMIT_SECONDS), limit["batch_items_per_s"])
+            )
             for p in plan:
                 run, port = tool_for(p.load), started[p.server].port
                 if round_number == 0:
@@ -760,6 +882,8 @@ def run_bench(
                 measured[p.name].append((result, limit[of]))
     for p in plan:
         figures[p.name] = combine(p.name, measured[p.name], p.items)
+        if p.name == BATCH:
+            figures[BATCH_APP] = rate_figure(BATCH_APP, app_rounds)
     limit = {key: median(each[key] for each in limits) for key in limits[0]}
     judge(figures, limit)
     # The headline, the cold start, then the rest as measured.
