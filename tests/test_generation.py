@@ -26,6 +26,7 @@ BASE_FILES = {
     "SECURITY.md",
     "data/README.md",
     "data/iris.csv",
+    "docs/performance.md",
     "pyproject.toml",
     "requirements-dev.txt",
     "requirements.txt",
