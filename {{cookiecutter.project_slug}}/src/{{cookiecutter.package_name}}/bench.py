@@ -118,6 +118,11 @@ class Inputs:
     def item(self, generator: random.Random) -> str:
         return self.item_format() % self.row(generator)
 
+    def batch(self, generator: random.Random, items: int) -> str:
+        """A /batch-predict body of `items` items, compact."""
+        members = ",".join(self.item(generator) for _ in range(items))
+        return '{"items":[' + members + "]}"
+
 
 # Six significant digits: the measurements of any scale, in short bodies.
 NUMBER = "%.6g"
@@ -152,12 +157,7 @@ def batch_bodies(inputs: Inputs, n: int, seed: int = 0) -> list[bytes]:
     """`n` different /batch-predict bodies, as the load generators write
     them."""
     generator = random.Random(seed)
-    return [
-        b'{"items":['
-        + ",".join(inputs.item(generator) for _ in range(BATCH_ITEMS)).encode()
-        + b"]}"
-        for _ in range(n)
-    ]
+    return [inputs.batch(generator, BATCH_ITEMS).encode() for _ in range(n)]
 
 
 def app_batch_rate(inputs: Inputs, settings) -> Callable[[float], float]:
@@ -488,8 +488,7 @@ def request_maker(load: Load) -> Callable[[], bytes]:
         return lambda: with_body(one().encode())
 
     def batch() -> bytes:
-        items = ",".join(one() for _ in range(load.items))
-        return with_body(('{"items":[' + items + "]}").encode())
+        return with_body(load.inputs.batch(generator, load.items).encode())
 
     return batch
 
