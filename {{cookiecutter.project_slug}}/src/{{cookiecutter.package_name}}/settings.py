@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # torch.compile on CUDA: pays for wide models and steady batch shapes;
     # on a tiny MLP its warm-up costs more than it saves. Measure first.
     torch_compile: bool = False
-    # bf16 autocast on CUDA: pays for wide layers; this tiny MLP runs 1.4-1.7x
+    # bf16 autocast on CUDA: pays for wide layers; this tiny MLP runs 1.5-1.8x
     # slower with it (the casts cost more kernel launches than they save).
     autocast_bf16: bool = False
     # One torch thread per worker: workers x threads must not exceed cores.
