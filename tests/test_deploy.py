@@ -266,6 +266,12 @@ def test_main_is_tested_after_every_merge(bake, answers):
         assert trigger["push"] == {"branches": ["main"]}
     else:
         assert "push" not in trigger
+    # Called, github.workflow is the caller's name: a deploy workflow's call
+    # and a run of pr.yml's own (a hand-run on main too) never share a
+    # group, so neither cancels the other.
+    group = pr["concurrency"]["group"]
+    assert group.startswith("${{ github.workflow }}-"), group
+    assert "github.event_name" in group and "github.ref" in group
 
 
 @pytest.mark.parametrize("answers", DEPLOYED)
@@ -274,7 +280,7 @@ def test_production_promotes_a_digest_and_never_builds(bake, answers):
     text = project.read(f"{WORKFLOWS}/production.yml")
     production = project.yaml(f"{WORKFLOWS}/production.yml")[0]
     trigger = workflow_trigger(production)
-    assert trigger["release"]["types"] == ["published"]
+    assert trigger["release"]["types"] == ["released"]  # no pre-release
     assert "digest" in trigger["workflow_dispatch"]["inputs"]
     assert "inputs.digest" in text
     assert not BUILDS.search(text)
@@ -309,6 +315,7 @@ def test_staging_records_the_digest_after_its_smoke_test(bake, answers):
     assert "needs.image.outputs.digest" in str(after_smoke)
     assert after_smoke[-1]["uses"].startswith("actions/upload-artifact@")
     assert after_smoke[-1]["with"]["name"] == "tested-digest"
+    assert after_smoke[-1]["with"]["overwrite"] is True  # a re-run
 
 
 def test_the_promoted_digest_is_one_staging_tested(bake, tmp_path):
@@ -797,8 +804,6 @@ DEPLOYS = {  # arguments, then the calls made (and the yq values) in order
         [
             "yq -i COPY/service.yaml",
             "gcloud run services replace COPY/service.yaml",
-            "gcloud run services add-iam-policy-binding app --member allUsers"
-            " --role roles/run.invoker",
         ],
         ["SERVICE=app", "IMAGE=img", "RUNTIME=runtime@sa"],
     ),
@@ -913,8 +918,14 @@ RELEASE_BEFORE = {  # what the CLI answers, and the release read from it
 FAKE_CLI = """#!/bin/bash
 echo "$*" >> calls.log
 [ -z "$FAKE_FAILS" ] || exit 1
-printf '%s\\n' "$FAKE_ANSWER"
+case "$*" in
+  *get-template*) printf '%s\\n' "$FAKE_TEMPLATE" ;;
+  *) printf '%s\\n' "$FAKE_ANSWER" ;;
+esac
 """
+# What `aws cloudformation get-template --output json` prints for a YAML
+# template: its text as one JSON string.
+TEMPLATE_BEFORE = "Resources:\n  Old: {Type: AWS::SNS::Topic}\n"
 
 
 def step_named(workflow: dict, start: str) -> dict:
@@ -933,6 +944,8 @@ def run_step(step: dict, cli: str, tmp_path: Path, **env: str):
         tmp_path,
         {cli: FAKE_CLI},
         GITHUB_OUTPUT=str(tmp_path / "output"),
+        RUNNER_TEMP=str(tmp_path),
+        FAKE_TEMPLATE=json.dumps(TEMPLATE_BEFORE),
         APP="app",
         NAMESPACE="prod",
         RESOURCE_GROUP="rg",
@@ -971,6 +984,14 @@ def test_production_rolls_back_a_release_that_fails(bake, answers, tmp_path):
     done, calls = run_step(rollback, cli, tmp_path, PREVIOUS=release)
     assert done.returncode == 0, done.stderr
     assert release in calls
+    if answers["cloud"] == "aws-ecs-fargate":  # and the template before
+        run_step(previous, cli, tmp_path, FAKE_ANSWER=answer)
+        saved = tmp_path / "previous-stack.yml"
+        assert saved.read_text() == TEMPLATE_BEFORE + "\n"
+        done, calls = run_step(rollback, cli, tmp_path, PREVIOUS=release)
+        assert done.returncode == 0, done.stderr
+        assert f"--template-file {saved} " in calls
+        assert "cloudformation.yml" not in calls
     assert f"::error::Rolled back to {release}." in done.stdout
     done, calls = run_step(rollback, cli, tmp_path, PREVIOUS="")
     assert done.returncode == 0 and calls == ""
@@ -1236,6 +1257,12 @@ def test_cloud_run_service_probes_scales_and_gpus(bake, answers):
     assert service["apiVersion"] == "serving.knative.dev/v1"
     assert service["kind"] == "Service"
     assert service["metadata"]["name"] == project.path.name
+    # Public without an allUsers binding (domain-restricted sharing
+    # refuses one), as the README and SECURITY.md say.
+    public = service["metadata"]["annotations"]
+    assert public["run.googleapis.com/invoker-iam-disabled"] == "true"
+    assert "invoker IAM check" in project.read("SECURITY.md")
+    assert "allUsers" not in project.read("deploy/gcp-cloud-run/deploy.sh")
     template = service["spec"]["template"]
     annotations = template["metadata"]["annotations"]
     assert int(annotations["autoscaling.knative.dev/maxScale"]) > 1

@@ -21,7 +21,7 @@ if [ -z "$digest" ]; then
   # from both).
   if [ -z "$run" ] ||
     ! gh run download "$run" --name tested-digest --dir "$record" >&2; then
-    echo "::error::No staging run of $commit passed (its record is kept 90 days): run staging.yml on it, or give a digest" >&2
+    echo "::error::No staging run of $commit passed (its record is kept 90 days): release a commit whose staging run passed, such as main after its last green staging run, or give a digest a staging run printed" >&2
     exit 1
   fi
   digest=$(cat "$record/digest")

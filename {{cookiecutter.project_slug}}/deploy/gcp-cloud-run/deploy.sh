@@ -17,7 +17,3 @@ yq -i '.metadata.name = strenv(SERVICE)
   | .spec.template.spec.serviceAccountName = strenv(RUNTIME)' \
   "$work/service.yaml"
 gcloud run services replace "$work/service.yaml"
-# A public API: anyone may call it (delete this for a private one; see
-# README, Before real traffic).
-gcloud run services add-iam-policy-binding "$SERVICE" \
-  --member allUsers --role roles/run.invoker
