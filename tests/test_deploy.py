@@ -784,6 +784,7 @@ case "$tool $*" in
   "az containerapp env show"*"--query id"*) echo /subscriptions/s/env-1 ;;
   "az containerapp env show"*"--query location"*) echo westeurope ;;
   "az containerapp show"*) [ -n "$EXISTS" ] ;;
+  "kubectl -n ns get deployment/app"*) [ -z "$EXISTS" ] || echo 6 ;;
   *"--logical-resource-id Cluster"*) echo cluster-1 ;;
   *"--logical-resource-id Service"*) echo service-1 ;;
 esac
@@ -794,6 +795,10 @@ DEPLOYS = {  # arguments, then the calls made (and the yq values) in order
         [
             "kustomize edit set image app=img",
             "kustomize edit set namespace ns",
+            "kubectl -n ns get deployment/app --ignore-not-found"
+            " -o jsonpath={.spec.replicas}",
+            # Where it exists: the autoscaler's count (6), not the file's.
+            "IF EXISTS: kustomize edit set replicas app=6",
             "kubectl apply -k .",
             "kubectl -n ns rollout status deployment/app --timeout=10m",
         ],
@@ -863,7 +868,8 @@ def test_each_target_deploys_with_its_own_script(bake, answers, tmp_path):
     tools = ["kustomize", "kubectl", "yq", "gcloud", "aws", "az"]
     fakes = dict.fromkeys(tools, FAKE_TOOL)
     script = project.path / "deploy" / cloud / "deploy.sh"
-    # Azure creates the app the first time, updates it afterwards.
+    # Azure creates the app the first time, updates it afterwards; a
+    # Kubernetes Deployment that exists keeps its replica count.
     for exists, verb in (("", "create"), ("1", "update")):
         for log in ("calls.log", "yq.log"):
             (tmp_path / log).unlink(missing_ok=True)
@@ -879,11 +885,15 @@ def test_each_target_deploys_with_its_own_script(bake, answers, tmp_path):
         copies = set(COPY.findall(made))
         assert not any(map(Path.exists, map(Path, copies))), "left behind"
         made = COPY.sub("COPY", made).replace(str(project.path), "PROJECT")
-        wanted = [call.replace("VERB", verb) for call in calls]
+        wanted = [
+            call.replace("VERB", verb).removeprefix("IF EXISTS: ")
+            for call in calls
+            if exists or not call.startswith("IF EXISTS: ")
+        ]
         assert made.splitlines() == wanted
         yq = tmp_path / "yq.log"
         assert (yq.read_text().splitlines() if yq.exists() else []) == values
-        if cloud != "azure-container-apps":
+        if cloud not in ("azure-container-apps", "kubernetes"):
             break
 
 
@@ -1137,6 +1147,8 @@ def test_kubernetes_deployment_probes_scales_and_gpus(bake, answers):
     assert container["ports"] == [{"name": "http", "containerPort": PORT}]
     assert container["readinessProbe"]["httpGet"]["path"] == READINESS
     assert container["livenessProbe"]["httpGet"]["path"] == LIVENESS
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["timeoutSeconds"] > 1  # 1 s: the default
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])
     assert ("nvidia.com/gpu" in resources["limits"]) == gpu
@@ -1204,6 +1216,30 @@ def test_cloudformation_passes_cfn_lint(bake, answers):
         if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget"
     ]
     assert target["MinCapacity"] == {"Ref": "MinTasks"}
+    # Each CPU size allows exactly the memory sizes Fargate takes with it
+    # (AWS's task-size table), and the defaults are one such pair.
+    fargate = {1024: (2048, 8192), 2048: (4096, 16384), 4096: (8192, 30720)}
+    parameters, allowed = template["Parameters"], {}
+    for rule in template["Rules"].values():
+        cpu_ref, cpu = rule["RuleCondition"]["Fn::Equals"]
+        (assertion,) = rule["Assertions"]
+        sizes, memory_ref = assertion["Assert"]["Fn::Contains"]
+        assert (cpu_ref, memory_ref) == ({"Ref": "Cpu"}, {"Ref": "Memory"})
+        allowed[int(cpu)] = sizes
+    assert set(allowed) == set(map(int, parameters["Cpu"]["AllowedValues"]))
+    for cpu, (low, high) in fargate.items():
+        assert allowed[cpu] == [str(m) for m in range(low, high + 1, 1024)]
+    cpu, memory = parameters["Cpu"]["Default"], parameters["Memory"]["Default"]
+    assert memory in allowed[int(cpu)]
+    # The service keeps idle connections open longer than the load
+    # balancer (60 s, AWS's default, not changed here): else some 502s.
+    assert "idle_timeout" not in project.read(
+        "deploy/aws-ecs-fargate/cloudformation.yml"
+    )
+    (settings_py,) = project.path.glob("src/*/settings.py")
+    settings = settings_py.read_text()
+    (keepalive,) = re.findall(r"keepalive_s: int = Field\((\d+),", settings)
+    assert int(keepalive) > 60
 
 
 # Services CloudFormation's handlers call only for features the stack does

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }} import gunicorn_conf
 from {{ cookiecutter.package_name }} import settings as settings_module
 from {{ cookiecutter.package_name }} import soak
 from {{ cookiecutter.package_name }}.gunicorn_conf import graceful_timeout
@@ -29,6 +30,7 @@ from {{ cookiecutter.package_name }}.predict import (
 )
 from {{ cookiecutter.package_name }}.soak import (
     HOST,
+    Connection,
     Server,
     fetch,
     raw_request,
@@ -200,6 +202,38 @@ def test_a_stopped_server_leaves_no_worker_behind(
     while any(map(running, workers)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(map(running, workers))
+
+
+async def health_after_idle(port: int, idle_s: float) -> int | None:
+    """/health twice on one connection, idle in between: the second
+    status, or None where the server closed the connection meanwhile."""
+    connection = Connection(port)
+    try:
+        assert (await connection.request("GET", "/health")).status == 200
+        await asyncio.sleep(idle_s)
+        return (await connection.request("GET", "/health")).status
+    except ConnectionError:
+        return None
+    finally:
+        connection.close()
+
+
+def test_idle_connections_outlive_a_load_balancers_idle_timeout(
+    artifacts, tmp_path
+):
+    """A load balancer keeps its connections to the server for up to its
+    idle timeout (AWS ALB, ingress-nginx: 60 s); one the server closed
+    first gets a request and answers the client 502. The default keeps them
+    longer, and KEEPALIVE_S reaches the workers (1 s here: short to wait)."""
+    assert settings_module.Settings().keepalive_s > 60
+    assert (
+        gunicorn_conf.keepalive == settings_module.get_settings().keepalive_s
+    )
+    log_path = tmp_path / "server.log"
+    with server_for(artifacts, log_path, KEEPALIVE_S="1") as started:
+        started.wait_ready()
+        assert asyncio.run(health_after_idle(started.port, 0.2)) == 200
+        assert asyncio.run(health_after_idle(started.port, 2.5)) is None
 
 
 def test_the_start_up_log_holds_no_python_warning(server):

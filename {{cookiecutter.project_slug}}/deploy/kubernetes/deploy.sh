@@ -16,5 +16,12 @@ cp "$(dirname "$0")"/*.yaml "$work"
 cd "$work"
 kustomize edit set image "$app=$image"
 kustomize edit set namespace "$namespace"
+# A Deployment that exists keeps the replicas its autoscaler chose:
+# applying deployment.yaml's count would cut a scaled-out one back to it.
+replicas=$(kubectl -n "$namespace" get "deployment/$app" --ignore-not-found \
+  -o jsonpath='{.spec.replicas}')
+if [ -n "$replicas" ]; then
+  kustomize edit set replicas "$app=$replicas"
+fi
 kubectl apply -k .
 kubectl -n "$namespace" rollout status "deployment/$app" --timeout=10m

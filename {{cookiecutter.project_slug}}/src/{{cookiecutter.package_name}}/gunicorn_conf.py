@@ -26,7 +26,7 @@ loglevel = settings.log_level
 # kill; tests/test_server.py checks all of this on a real server.
 graceful_timeout = 20
 timeout = 60
-keepalive = 5
+keepalive = settings.keepalive_s  # the uvicorn workers' keep-alive
 # The control socket (gunicornc) is one fixed path per user: two servers on
 # one machine would fight over it, and a container has no use for it.
 control_socket_disable = True

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     web_concurrency: int = Field(default_factory=default_workers, ge=1)
     log_level: str = "info"
+    # Seconds an idle client connection stays open. Above the idle timeout
+    # of the load balancer in front (AWS ALB, ingress-nginx: 60 s), or it
+    # reuses a connection the server has just closed and answers a 502.
+    keepalive_s: int = Field(75, ge=1)
 
     # Hot path.
     micro_batching: bool = True
