@@ -8,7 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }} import __version__
-from {{ cookiecutter.package_name }}.api.main import Deadlines, create_app
+from {{ cookiecutter.package_name }}.api.main import (
+    ONE_ITEM_BYTES,
+    Deadlines,
+    create_app,
+)
 from {{ cookiecutter.package_name }}.api.schemas import (
     EXAMPLE,
     FEATURES,
@@ -186,6 +190,17 @@ def test_oversized_body_is_a_413_that_states_the_limit(artifacts):
     assert response.status_code == 413
     assert "1024" in response.json()["detail"]
     assert sizes == {1024: 200, 1025: 413}
+
+
+def test_a_predict_body_over_one_items_size_is_refused_unread(client):
+    """Pydantic would name every unknown key of a large body, at length:
+    /predict refuses any body over ONE_ITEM_BYTES before reading it."""
+    padded = json.dumps(EXAMPLE).encode().ljust(ONE_ITEM_BYTES)
+    assert client.post("/predict", content=padded).status_code == 200
+    keys = {f"unknown_{i}": 0 for i in range(2000)}
+    response = client.post("/predict", json={**EXAMPLE, **keys})
+    assert response.status_code == 413
+    assert "/batch-predict" in response.json()["detail"]
 
 
 def test_health_and_ready(client, settings):

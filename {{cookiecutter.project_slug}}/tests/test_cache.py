@@ -6,6 +6,7 @@ import json
 import logging
 import random
 
+import torch
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
@@ -19,6 +20,7 @@ from {{ cookiecutter.package_name }}.api.cache import (
 )
 from {{ cookiecutter.package_name }}.api.main import create_app
 from {{ cookiecutter.package_name }}.api.schemas import FEATURES, Item
+from {{ cookiecutter.package_name }}.predict import Predictor
 
 from .conftest import a_random_item, free_port, make_settings
 
@@ -151,11 +153,34 @@ def test_redis_entries_expire_and_belong_to_one_model(artifacts, redis_url):
         service = client.app.state.service
         key = service.cache._redis_key(tuple(flower.values()))
     assert service.predictor.version in key
+    assert key.startswith(f"prediction:{main.__version__}:")
     connection = redis.Redis.from_url(redis_url)
     try:
         assert 0 < connection.ttl(key) <= 77
     finally:
         connection.close()
+
+
+def test_replicas_that_answer_differently_never_share_answers():
+    """The same model file, run another way (int8, a GPU, bf16), keeps its
+    answers under a key of its own."""
+
+    def key(device="cpu", quantized=False, autocast_bf16=False) -> str:
+        return Predictor(
+            torch.nn.Linear(4, 3),
+            FEATURES,
+            ["a", "b", "c"],
+            torch.device(device),
+            "v1",
+            quantized,
+            autocast_bf16,
+        ).answers_key
+
+    runs = [key(), key(quantized=True), key("cuda"), key("cuda", True)]
+    runs.append(key("cuda", autocast_bf16=True))
+    assert len(set(runs)) == len(runs)
+    assert all(k.startswith("v1:") for k in runs)
+    assert key() == key()  # replicas that run alike share
 
 
 def test_many_concurrent_misses_are_not_an_outage(

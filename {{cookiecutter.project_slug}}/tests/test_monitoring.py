@@ -7,7 +7,9 @@ of the time at p=0.05), shifted ones almost always.
 
 import asyncio
 import csv
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -441,6 +443,43 @@ def test_prediction_log_rotates_and_stays_bounded(tmp_path):
     ]
     assert lines and all(r["prediction"]["label"] == "x" for r in lines)
     assert max(r["inputs"]["a"] for r in lines) == 1999.0
+
+
+DROPPED = "prediction_log_dropped_lines_total"
+
+
+def write_due(log: PredictionLog, value: float) -> None:
+    """One line, written with a flush (its second has passed)."""
+    log._flushed_at -= 2
+    log.write([(value,)], [orjson.dumps({"label": "x"})])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_a_full_disk_drops_log_lines_and_never_fails_a_request(caplog):
+    """/dev/full refuses every write with ENOSPC, as a full disk does."""
+    before = REGISTRY.get_sample_value(DROPPED)
+    log = PredictionLog("/dev/full", ["a"], max_bytes=1 << 20)
+    with caplog.at_level(logging.WARNING):
+        for value in (1.0, 2.0, 3.0):
+            write_due(log, value)  # no exception reaches the request
+        log.close()
+    assert log._buffer == []  # dropped, not kept to grow without end
+    assert REGISTRY.get_sample_value(DROPPED) == before + 3
+    warnings = [r for r in caplog.records if "not written" in r.message]
+    assert len(warnings) == 1  # at most one a minute
+
+
+def test_a_log_whose_folder_went_writes_again_once_it_is_back(tmp_path):
+    path = tmp_path / "logs" / "predictions.jsonl"
+    log = PredictionLog(path, ["a"], max_bytes=1 << 20)
+    write_due(log, 1.0)
+    shutil.rmtree(path.parent)  # the file and its folder are gone
+    write_due(log, 2.0)  # cannot reopen: dropped
+    path.parent.mkdir()
+    write_due(log, 3.0)
+    log.close()
+    lines = path.read_bytes().splitlines()
+    assert [orjson.loads(line)["inputs"]["a"] for line in lines] == [3.0]
 
 
 def test_workers_follow_a_rotation_and_never_rotate_twice(tmp_path):

@@ -253,6 +253,14 @@ class Predictor:
         answer_of = dict(zip(position, answers))
         return list(map(answer_of.__getitem__, rows))
 
+    @property
+    def answers_key(self) -> str:
+        """What its answers depend on: the model's version and how it runs.
+        Replicas that differ (an int8 canary, a GPU beside CPUs) must not
+        share cached answers."""
+        flags = ["int8"] * self.quantized + ["bf16"] * self.autocast
+        return ":".join([self.version, self.device.type, *flags])
+
     def predict_rows(self, rows: Sequence[Row]) -> list[dict]:
         """The answers as dicts (one forward pass, duplicates once)."""
         return list(map(orjson.loads, self.answers(rows)))

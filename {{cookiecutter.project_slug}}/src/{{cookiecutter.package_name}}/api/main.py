@@ -55,6 +55,10 @@ ROW_OF = row_reader(FEATURES)
 # A 422 lists at most this many problems: a 1 MB body of bad items (or of
 # unknown fields) would otherwise get an answer a hundred times its size.
 MAX_ERRORS = 100
+# A /predict body is one item, a few hundred bytes: a larger one is refused
+# before Pydantic reads it (it would report every unknown key of a 1 MB
+# body: about half a second of the worker's event loop).
+ONE_ITEM_BYTES = 16 * 1024
 
 
 class RequestRejected(Exception):
@@ -76,9 +80,11 @@ def invalid(error: ValidationError) -> RequestRejected:
     return RequestRejected(422, {"detail": details})
 
 
-async def read_body(message: dict, receive, limit: int) -> bytes:
-    """The whole body, from its first message on; refused (413) as soon as
-    it grows past `limit`."""
+async def read_body(
+    message: dict, receive, limit: int, why: str = "MAX_BODY_BYTES"
+) -> bytes:
+    """The whole body, from its first message on; refused (413), saying
+    `why`, as soon as it grows past `limit`."""
     chunks, size = [], 0
     while True:
         if message["type"] != "http.request":  # the client went away
@@ -86,7 +92,7 @@ async def read_body(message: dict, receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            detail = f"Request body over {limit} bytes (MAX_BODY_BYTES)."
+            detail = f"Request body over {limit} bytes ({why})."
             raise RequestRejected(413, {"detail": detail})
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -154,8 +160,10 @@ class Deadlines:
         interval = self.seconds / 10
 
         def sweep():
-            self._sweep()
-            self._timer = loop.call_later(interval, sweep)
+            try:
+                self._sweep()
+            finally:  # deadlines hold for as long as the loop runs
+                self._timer = loop.call_later(interval, sweep)
 
         self._timer = loop.call_later(interval, sweep)
 
@@ -216,7 +224,8 @@ class Service:
         self.batcher = MicroBatcher(self.answer_rows, settings.max_micro_batch)
         self.cache = PredictionCache(
             settings.cache_size,
-            namespace=f"prediction:{predictor.version}",
+            # The answer's format may change with the app's version.
+            namespace=f"prediction:{__version__}:{predictor.answers_key}",
             url=settings.cache_url,
             ttl_s=settings.cache_ttl_s,
         )
@@ -288,16 +297,19 @@ class Service:
             answers += self.answer_rows(rows[start:end], batch[start:end])
         return answers
 
-    def guarded(self, handle, answer_known=None) -> Callable:
+    def guarded(self, handle, answer_known=None, one_item=False) -> Callable:
         """The endpoint of a prediction route: reads the body, gives it to
-        `handle`, and applies the limits and errors the routes share.
+        `handle`, and applies the limits and errors the routes share
+        (`one_item`: the body holds one item, ONE_ITEM_BYTES at most).
 
         `answer_known(body)`, where given, answers the bodies it knows (None
         for the others) without the cost of a coroutine: a cached answer
         costs little more than the HTTP exchange, so every call shows.
         """
         deadlines = self.deadlines
-        limit = self.settings.max_body_bytes
+        limit, why = self.settings.max_body_bytes, "MAX_BODY_BYTES"
+        if one_item and limit > ONE_ITEM_BYTES:
+            limit, why = ONE_ITEM_BYTES, "one item; many go to /batch-predict"
 
         async def endpoint(scope, receive) -> tuple[int, bytes]:
             if self.predictor is None:
@@ -313,7 +325,7 @@ class Service:
                     or len(body) > limit
                     or message["type"] != "http.request"
                 ):
-                    body = await read_body(message, receive, limit)
+                    body = await read_body(message, receive, limit, why)
                 if answer_known is not None:
                     known = answer_known(body)
                     if known is not None:
@@ -517,7 +529,9 @@ def create_app(settings: Settings | None = None) -> PredictionApp:
     app.state.service = service
     app.hot_routes = {
         ("POST", "/predict"): Endpoint(
-            service.guarded(service.answer_one, service.answer_known)
+            service.guarded(
+                service.answer_one, service.answer_known, one_item=True
+            )
         ),
         ("POST", "/batch-predict"): Endpoint(
             service.guarded(service.answer_many)

@@ -61,6 +61,10 @@ CACHE_MISSES = Counter("prediction_cache_misses", "Cache misses.")
 CACHE_ERRORS = Counter(
     "prediction_cache_errors", "Shared-cache (Redis) failures."
 )
+PREDICTION_LOG_DROPPED = Counter(
+    "prediction_log_dropped_lines",
+    "Prediction-log lines that could not be written (disk full, ...).",
+)
 MODEL_INFO = Gauge(
     "model_info",
     "The model being served (value 1), with its version and device.",
@@ -171,8 +175,10 @@ def flush_every(seconds: float = FLUSH_EVERY_S) -> None:
     loop = asyncio.get_running_loop()
 
     def tick():
-        flush()
-        loop.call_later(seconds, tick)
+        try:
+            flush()
+        finally:  # one failed flush must not stop the later ones
+            loop.call_later(seconds, tick)
 
     loop.call_later(seconds, tick)
 

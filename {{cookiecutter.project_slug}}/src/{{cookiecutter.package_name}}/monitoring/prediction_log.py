@@ -10,10 +10,16 @@ with another worker's), at least once a second, and a second after the
 last request when traffic stops (`flush_every`). Rotation happens under a
 file lock; a worker whose file was rotated by another reopens the new one
 on its next flush.
+
+A log that cannot be written (disk full, a read-only volume, its folder
+removed) never fails a prediction: the lines of that flush are dropped and
+counted (`prediction_log_dropped_lines_total`), with a warning at most once
+a minute, and the next flush tries again.
 """
 
 import asyncio
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -23,9 +29,12 @@ from pathlib import Path
 import orjson
 
 from ..json_rows import join_all, member_keys, number_members, number_texts
+from . import metrics
 
 FLUSH_BYTES = 64 * 1024
 FLUSH_S = 1.0
+WARN_EVERY_S = 60.0
+log = logging.getLogger(__name__)
 
 
 class PredictionLog:
@@ -43,6 +52,7 @@ class PredictionLog:
         self._buffered = 0
         self._flushed_at = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
+        self._warned_at = -WARN_EVERY_S
 
     def flush_every(self, seconds: float = FLUSH_S) -> None:
         """On the running loop: lines written before traffic stopped reach
@@ -53,9 +63,11 @@ class PredictionLog:
             return  # no loop (a script): writes and close() flush
 
         def tick():
-            if time.monotonic() - self._flushed_at >= seconds:
-                self.flush()
-            self._timer = loop.call_later(seconds, tick)
+            try:
+                if time.monotonic() - self._flushed_at >= seconds:
+                    self.flush()
+            finally:  # whatever happened, the next tick comes
+                self._timer = loop.call_later(seconds, tick)
 
         self._timer = loop.call_later(seconds, tick)
 
@@ -86,18 +98,52 @@ class PredictionLog:
         return join_all(columns, len(rows))
 
     def flush(self) -> None:
-        if self._buffer:
-            if self._rotated_away():
-                os.close(self._fd)  # another worker rotated: follow it
-                self._fd = self._open()
-            os.write(self._fd, b"".join(self._buffer))
-            self._buffer, self._buffered = [], 0
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
         self._flushed_at = time.monotonic()
-        if os.fstat(self._fd).st_size >= self.max_bytes:
-            self._rotate()
+        try:
+            if data:
+                if self._rotated_away():
+                    self._reopen()  # another worker rotated: follow it
+                self._write_all(data)
+            if self._fd >= 0 and os.fstat(self._fd).st_size >= self.max_bytes:
+                self._rotate()
+        except OSError as error:
+            self._dropped(data, error)
+
+    def _write_all(self, data: bytes) -> None:
+        """os.write may write part (a disk filling up): the rest, or the
+        OSError that says why not."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def _dropped(self, data: bytes, error: OSError) -> None:
+        lines = data.count(b"\n")
+        metrics.PREDICTION_LOG_DROPPED.inc(lines)
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "Prediction log %s not written (%s): %d lines dropped; "
+                "predictions are served as usual.",
+                self.path,
+                error,
+                lines,
+            )
+
+    def _reopen(self) -> None:
+        """A descriptor for `path` again; -1 until that works (a closed
+        number must not stay in _fd: the next open file would reuse it)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+        self._fd = self._open()
 
     def _rotated_away(self) -> bool:
         """Our descriptor no longer names `path` (a stat per flush)."""
+        if self._fd < 0:
+            return True
         try:
             on_disk = os.stat(self.path)
         except FileNotFoundError:
@@ -120,8 +166,7 @@ class PredictionLog:
             # their file already moved to .1 and just reopen the path.
             if not self._rotated_away():
                 os.replace(self.path, self.rotated)
-            os.close(self._fd)
-            self._fd = self._open()
+            self._reopen()
         finally:
             os.close(lock)
 
@@ -129,7 +174,9 @@ class PredictionLog:
         if self._timer is not None:
             self._timer.cancel()
         self.flush()
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def log_files(path: Path) -> list[Path]:
