@@ -4,8 +4,10 @@ and alert rules that promtool accepts, and a Grafana dashboard that parses.
 checked in the generated project's tests/test_metrics.py, against a live
 app's /metrics.)"""
 
+import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +59,65 @@ def test_promtool_accepts_the_rules_and_the_scrape_config(baked, answers):
     assert "SUCCESS" in rules
     config = promtool(project, "config", "deploy/prometheus/prometheus.yml")
     assert "1 rule files found" in config
+
+
+def error_alert_test(rules: Path, job: str) -> dict:
+    """A promtool unit test: 10% of /predict fail, drowned in probes (and
+    /ready's 503s while a model loads); HighErrorRate fires on the 10%."""
+    per_minute = {
+        ("/predict", "500"): 10,
+        ("/predict", "200"): 90,
+        ("/health", "200"): 1000,
+        ("/ready", "503"): 1000,
+    }
+    series = [
+        {
+            "series": f'http_requests_total{{job="{job}",route="{route}",'
+            f'status="{status}"}}',
+            "values": f"0+{count}x30",
+        }
+        for (route, status), count in per_minute.items()
+    ]
+    description = "10% of the requests got a 5xx over the last 5 minutes."
+    expected = {
+        "exp_labels": {"severity": "page"},
+        "exp_annotations": {
+            "summary": f"{job}: more than 5% of requests fail",
+            "description": description,
+        },
+    }
+    return {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20m",
+                        "alertname": "HighErrorRate",
+                        "exp_alerts": [expected],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+@needs_promtool
+def test_the_error_alert_counts_prediction_requests_only(baked, tmp_path):
+    project = baked()
+    rules = project.path / "deploy/prometheus/alerts.yml"
+    test = tmp_path / "errors_test.yml"  # JSON is YAML
+    test.write_text(json.dumps(error_alert_test(rules, project.path.name)))
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(test)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("answers", SUPPORTED)
