@@ -71,7 +71,26 @@ def write_answers(project: Path, answers: dict) -> None:
 
 
 def init_git(project: Path) -> None:
-    subprocess.run(["git", "init", "--quiet"], cwd=project, check=True)
+    """A repository on `main`, the branch the workflows run on (git's own
+    default may still be master), everything staged. Inside another
+    repository's work tree (a monorepo), none: the files belong to it."""
+    outer = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],
+        cwd=project.parent,
+        capture_output=True,
+        text=True,
+    )
+    if outer.returncode == 0:
+        print(f"Not running git init: {outer.stdout.strip()} holds it.")
+        return
+    if not (project / ".git").exists():  # regenerated over one: keep it
+        subprocess.run(["git", "init", "--quiet"], cwd=project, check=True)
+        # `git init --initial-branch` needs git 2.28; this, any git.
+        subprocess.run(
+            ["git", "symbolic-ref", "HEAD", "refs/heads/main"],
+            cwd=project,
+            check=True,
+        )
     subprocess.run(["git", "add", "--all"], cwd=project, check=True)
 
 

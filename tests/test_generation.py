@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cookiecutter.main import cookiecutter
@@ -200,6 +201,24 @@ def test_answers_file_records_every_question(bake):
 def test_git_init_only_when_asked(bake, init_git):
     project = bake(init_git=init_git)
     assert (project.path / ".git").is_dir() == init_git
+    if init_git:  # on main, the branch the workflows run on
+        head = project.run("git", "symbolic-ref", "HEAD").stdout
+        assert head.strip() == "refs/heads/main"
+        staged = project.run("git", "diff", "--cached", "--name-only")
+        assert "Makefile" in staged.stdout.split()
+
+
+def test_git_init_leaves_a_project_inside_a_repository_to_it(tmp_path):
+    subprocess.run(["git", "init", "--quiet"], cwd=tmp_path, check=True)
+    made = Path(
+        cookiecutter(
+            str(TEMPLATE),
+            no_input=True,
+            extra_context={"init_git": True},
+            output_dir=str(tmp_path),
+        )
+    )
+    assert made.is_dir() and not (made / ".git").exists()
 
 
 def test_make_help_lists_the_targets(bake):
