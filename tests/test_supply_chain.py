@@ -7,6 +7,7 @@ import re
 import pytest
 
 from .conftest import SUPPORTED
+from .test_deploy import workflow_trigger
 
 # A major version tag (v4, or an exact v4.1.2) or a full commit SHA.
 PINNED = re.compile(r"@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
@@ -93,14 +94,20 @@ def test_every_workflow_limits_its_token(bake, answers):
             assert_grants_at_most(granted, allowed[job_name], (name, job_name))
 
 
-def test_dependabot_updates_pip_and_actions(bake):
+def test_dependabot_updates_actions_and_the_audit_runs_weekly(bake):
+    """The hashed locks are make build's (Dependabot would edit their pins
+    in place); a weekly run of pr.yml audits them between pull requests."""
     project = bake()
     (config,) = project.yaml(".github/dependabot.yml")
-    ecosystems = {update["package-ecosystem"] for update in config["updates"]}
-    assert {"pip", "github-actions"} <= ecosystems
-    (pip,) = [u for u in config["updates"] if u["package-ecosystem"] == "pip"]
-    # Its pin lives in three files Dependabot does not all know about.
-    assert {"dependency-name": "torch"} in pip["ignore"]
+    ecosystems = [update["package-ecosystem"] for update in config["updates"]]
+    assert ecosystems == ["github-actions"]
+    (pr,) = project.yaml(".github/workflows/pr.yml")
+    (weekly,) = workflow_trigger(pr)["schedule"]
+    assert weekly["cron"].endswith("* * 1")  # Mondays
+    assert "make build" in project.read("README.md")
+    # And pins that do not fit together stop `make install`.
+    recipe = project.read("Makefile").split("\ninstall:")[1].split("\n\n")[0]
+    assert recipe.rstrip().endswith("$(PIP) check")
 
 
 @pytest.mark.parametrize("answers", SUPPORTED)
@@ -113,6 +120,11 @@ def test_lock_files_hash_every_pinned_package(bake, answers):
         unhashed = [package for package, hashes in pins if not hashes]
         assert unhashed == [], name
         assert "\ntorch==" not in text  # from the PyTorch index, see Makefile
+        # Torch's requirements as the CPU index states them: PyPI's Linux
+        # torch would bring gigabytes of CUDA wheels into the locks.
+        assert not re.search(r"^(nvidia-|triton)", text, re.M), name
+    build = project.run("make", "-n", "build").stdout
+    assert build.count("--extra-index-url https://download.pytorch.org") == 2
 
 
 @pytest.mark.parametrize("answers", SUPPORTED)
