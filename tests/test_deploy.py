@@ -980,6 +980,11 @@ def test_production_rolls_back_a_release_that_fails(bake, answers, tmp_path):
     order += [names.index(s["name"]) for s in (smoke, rollback)]
     assert order == sorted(order), names
     assert rollback["if"] == "failure() && steps.deploy.outcome != 'skipped'"
+    # A job cancelled by its time limit runs no failure() step: the limit
+    # leaves room for CloudFormation's own slow failure, then ours.
+    if answers["cloud"] == "aws-ecs-fargate":
+        (job,) = production["jobs"].values()
+        assert job["timeout-minutes"] >= 60
     assert "steps.previous.outputs.release" in rollback["env"]["PREVIOUS"]
 
     # What serves now, and nothing on the first release (no service yet).
