@@ -349,6 +349,8 @@ def test_the_promoted_digest_is_one_staging_tested(bake, tmp_path):
     done = promote(staged=False)
     assert (done.returncode, done.stdout) == (1, "")
     assert "::error::No staging run of c0ffee passed" in done.stderr
+    # What can be done (staging cannot be run on an older commit by hand).
+    assert "release a commit whose staging run passed" in done.stderr
     # A digest given by hand is taken as it is, once it is one.
     done = promote("sha256:" + "cd" * 32, staged=False)
     assert done.stdout == "sha256:" + "cd" * 32 + "\n"

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,59 @@ def test_make_help_lists_the_targets(bake):
         "format", "clean", "production", "bench", "drift-report", "audit",
     ):  # fmt: skip
         assert f"make {target} " in result.stdout
+
+
+def test_make_uses_the_projects_virtualenv_where_there_is_one(bake):
+    project = bake()
+    assert (
+        "\npython -m pytest"
+        in "\n"
+        + project.run("make", "--no-print-directory", "-n", "test").stdout
+    )
+    venv_python = project.path / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text("")
+    dry_run = project.run("make", "--no-print-directory", "-n", "test").stdout
+    assert dry_run.startswith(".venv/bin/python -m pytest")
+
+
+def test_a_failed_training_run_leaves_no_model_that_looks_up_to_date(
+    bake, tmp_path
+):
+    """A run that wrote model.pt and then failed: make deletes the file, so
+    the next `make train` trains again instead of "Nothing to be done"."""
+    project = bake()
+    fails = tmp_path / "fails.sh"
+    fails.write_text(
+        "#!/bin/sh\nmkdir -p artifacts\n: > artifacts/model.pt\nexit 1\n"
+    )
+    fails.chmod(0o755)
+    failed = project.run("make", "train", f"PYTHON={fails}", check=False)
+    assert failed.returncode != 0
+    assert not (project.path / "artifacts" / "model.pt").exists()
+
+
+def test_the_int8_model_is_made_again_when_its_scheme_changes(bake):
+    """quantize_for() in predict.py is the scheme: editing it is a reason
+    to quantize again, as editing quantize.py is."""
+    project = bake()
+    package = project.path / "src" / project.path.name.replace("-", "_")
+    artifacts = project.path / "artifacts"
+    artifacts.mkdir()
+    names = ("model.pt", "preprocessing.json", "reference.csv")
+    for name in (*names, "model-int8.pt"):
+        (artifacts / name).write_text("")
+    now = time.time()
+    for name in names:  # made after the sources, the int8 file last
+        os.utime(artifacts / name, (now + 10, now + 10))
+    os.utime(artifacts / "model-int8.pt", (now + 20, now + 20))
+
+    def plan() -> str:
+        return project.run("make", "-sn", "quantize", "PYTHON=py").stdout
+
+    assert ".quantize" not in plan()
+    os.utime(package / "predict.py", (now + 30, now + 30))
+    assert "py -m" in plan() and ".quantize" in plan()
 
 
 def make_environment(project, unset=()) -> dict[str, str]:
