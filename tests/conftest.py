@@ -198,6 +198,11 @@ def make(project, target, deep_env, *args, **kwargs):
     )  # fmt: skip
 
 
+def workflow_trigger(workflow: dict) -> dict:
+    """A workflow's `on:` (PyYAML reads the bare key `on` as True)."""
+    return workflow.get("on", workflow.get(True))
+
+
 def generated_module(relative_path: str):
     """A module of the template's project that holds no Jinja, loaded from
     the template itself: one copy of the code, not a twin to keep in step."""

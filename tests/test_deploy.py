@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 
-from .conftest import CACHE, SUPPORTED
+from .conftest import CACHE, SUPPORTED, workflow_trigger
 
 PORT = 8000
 LIVENESS, READINESS = "/health", "/ready"
@@ -62,11 +62,6 @@ def clouds(*names):
 
 
 DEPLOYED = clouds(*TARGET_FILES)
-
-
-def workflow_trigger(workflow: dict) -> dict:
-    """PyYAML reads the bare key `on` as True."""
-    return workflow.get("on", workflow.get(True))
 
 
 def workflows(project, names=DEPLOY_WORKFLOWS):

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from .conftest import SUPPORTED
-from .test_deploy import workflow_trigger
+from .conftest import SUPPORTED, workflow_trigger
 
 # A major version tag (v4, or an exact v4.1.2) or a full commit SHA.
 PINNED = re.compile(r"@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
